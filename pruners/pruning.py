@@ -1,0 +1,311 @@
+"""Iterative pruning at initialization: schedules, exact top-k selection, sanity checks.
+
+``prune`` scores the surviving weights, keeps exactly ``round(d_r · N)`` of them in round r of
+n (globally or per layer), and repeats with the density ``d_r`` following an exponential
+(``density^(r/n)``, as SynFlow) or linear schedule. Gebhart, Saxena, Schrater (2021) and
+Tanaka et al. (2020); sanity checks after Frankle et al. (2021).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from pruners.masks import Masks, ones_masks, prunable_parameters
+from pruners.scores import INPUTS, SCORERS, ScoreContext, Scores, SynFlowParams
+
+if TYPE_CHECKING:
+    from pruners.data import PruneSample
+
+SCHEDULES = ("exponential", "linear")
+SCOPES = ("global", "layer")
+# Above this many candidates, select through a sampled band before the exact kthvalue.
+_BAND_SELECT_MIN = 1 << 20
+
+
+def schedule_densities(density: float, iterations: int, schedule: str) -> list[float]:
+    """Density after each of ``iterations`` rounds, ending exactly at ``density``."""
+    check_density(density)
+    if iterations < 1:
+        raise ValueError(f"iterations >= 1 must hold, but got {iterations=}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, but got {schedule!r}")
+    rounds = range(1, iterations + 1)
+    if schedule == "exponential":
+        return [density ** (r / iterations) for r in rounds]
+    return [1.0 - (1.0 - density) * r / iterations for r in rounds]
+
+
+def check_density(density: float) -> None:
+    """Raise unless ``0 < density <= 1``."""
+    if not (isinstance(density, (int, float)) and 0 < density <= 1):
+        raise ValueError(f"0 < density <= 1 must hold, but got {density=}")
+
+
+def keep_top(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask keeping exactly the ``k`` largest of a 1-D tensor; ties go to lower indices.
+
+    Deterministic and exact (not a ``>=`` threshold, which keeps every tied value).
+    """
+    n = values.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=values.device)
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=values.device)
+    if torch.isnan(values).any():
+        raise FloatingPointError("scores contain NaN; cannot rank weights")
+    threshold = _kth_largest(values, k)
+    keep = values > threshold
+    need = k - int(keep.sum())
+    tied = torch.nonzero(values == threshold).flatten()[:need]
+    keep[tied] = True
+    return keep
+
+
+def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value, exactly; a sampled band avoids a full selection when large."""
+    n = values.numel()
+    if n >= _BAND_SELECT_MIN and values.is_floating_point():
+        step = max(1, n // 65_536)
+        sample = values[::step].float()
+        q = 1.0 - k / n
+        width = 4.0 / sample.numel() ** 0.5 + 1e-9
+        probs = torch.tensor([min(1.0, q + width), max(0.0, q - width)], device=values.device)
+        hi, lo = torch.quantile(sample, probs).to(values.dtype)
+        above = int((values > hi).sum())
+        if above < k:
+            band = values[(values <= hi) & (values >= lo)]
+            if above + band.numel() >= k:
+                return torch.kthvalue(band, band.numel() - (k - above) + 1).values
+    return torch.kthvalue(values, n - k + 1).values
+
+
+def select(
+    scores: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    density: float,
+    scope: str,
+    *,
+    total: Mapping[str, int] | None = None,
+) -> Masks:
+    """Keep the highest-scoring surviving weights so that ``round(density · N)`` survive.
+
+    Args:
+        scores: larger keeps, one tensor per masked parameter.
+        masks: current masks; pruned weights are never revived.
+        density: fraction of all weights (per layer for ``scope="layer"``) to keep.
+        scope: ``"global"`` ranks all weights together, ``"layer"`` each layer alone.
+        total: number of weights per name (defaults to each mask's size).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, but got {scope!r}")
+    names = list(masks)
+    sizes = {n: (total or {}).get(n, masks[n].numel()) for n in names}
+    if scope == "layer":
+        return {
+            n: _select_group([scores[n]], [masks[n]], round(density * sizes[n]))[0] for n in names
+        }
+    k = round(density * sum(sizes.values()))
+    kept = _select_group([scores[n] for n in names], [masks[n] for n in names], k)
+    return dict(zip(names, kept, strict=True))
+
+
+def _select_group(
+    scores: list[torch.Tensor], masks: list[torch.Tensor], k: int
+) -> list[torch.Tensor]:
+    flat_masks = torch.cat([m.flatten() for m in masks])
+    alive = torch.nonzero(flat_masks).flatten()
+    flat_scores = torch.cat([s.detach().flatten().to(scores[0].dtype) for s in scores])
+    keep_alive = keep_top(flat_scores[alive], min(k, alive.numel()))
+    new_flat = torch.zeros_like(flat_masks)
+    new_flat[alive[keep_alive]] = True
+    out, start = [], 0
+    for m in masks:
+        out.append(new_flat[start : start + m.numel()].view_as(m))
+        start += m.numel()
+    return out
+
+
+def _context(
+    model: nn.Module,
+    method: str,
+    names: list[str],
+    input_shape: tuple[int, ...],
+    sample: PruneSample | None,
+    path_exponent: float | None,
+    score_exponent: float | None,
+    input: str | None,
+    seed: int,
+    dtype: torch.dtype | None,
+) -> ScoreContext:
+    if method not in SCORERS:
+        raise ValueError(f"unknown pruner {method!r}; valid: {sorted(SCORERS)}")
+    scorer = SCORERS[method]
+    knobs = scorer.synflow
+    overrides = (path_exponent, score_exponent, input)
+    if knobs is None and any(v is not None for v in overrides):
+        raise ValueError(
+            f"path_exponent, score_exponent and input apply to the SynFlow family only, "
+            f"not to {method!r}"
+        )
+    if input is not None and input not in INPUTS:
+        raise ValueError(f"input must be one of {list(INPUTS)}, but got {input!r}")
+    if knobs is not None:
+        knobs = SynFlowParams(
+            knobs.path_exponent if path_exponent is None else float(path_exponent),
+            knobs.score_exponent if score_exponent is None else float(score_exponent),
+            knobs.input if input is None else input,
+        )
+    if scorer.needs_sample and sample is None:
+        raise ValueError(f"pruner {method!r} needs a labelled prune sample: pass sample=...")
+    return ScoreContext(
+        model=model,
+        method=method,
+        names=names,
+        input_shape=tuple(input_shape),
+        sample=sample,
+        synflow=knobs or SynFlowParams(),
+        seed=seed,
+        dtype=dtype,
+    )
+
+
+def _check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    valid = isinstance(input_shape, (tuple, list)) and all(
+        isinstance(d, int) and d > 0 for d in input_shape
+    )
+    if not valid:
+        raise ValueError(f"input_shape must be a tuple of positive ints, but got {input_shape!r}")
+    param = next(model.parameters())
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            try:
+                model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
+            finally:
+                model.train(was_training)
+    except Exception as err:
+        raise ValueError(f"the model cannot take input_shape={tuple(input_shape)}: {err}") from err
+
+
+def prune(
+    model: nn.Module,
+    method: str,
+    density: float,
+    iterations: int = 1,
+    schedule: str = "exponential",
+    scope: str = "global",
+    *,
+    input_shape: tuple[int, ...],
+    sample: PruneSample | None = None,
+    path_exponent: float | None = None,
+    score_exponent: float | None = None,
+    input: str | None = None,
+    dense_classifier: bool = False,
+    include_bias: bool = False,
+    include_norm: bool = False,
+    invert: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> Masks:
+    """Prune ``model`` at initialization and return its masks; the model is not changed.
+
+    Args:
+        model: any module of Linear/Conv/BatchNorm/ReLU/pooling/residual adds.
+        method: a name in :data:`pruners.SCORERS` (``synflow``, ``synflow-l2``, ...).
+        density: fraction of prunable weights kept, ``0 < density <= 1``.
+        iterations: number of score-and-prune rounds (SynFlow uses 100).
+        schedule: ``"exponential"`` (``density^(r/n)``) or ``"linear"``.
+        scope: ``"global"`` or ``"layer"`` (every layer keeps ``density``).
+        input_shape: shape of one input, without the batch dimension.
+        sample: labelled prune sample (SNIP, GraSP, ``input="data-mean"``).
+        path_exponent: SynFlow-family p (overrides the preset).
+        score_exponent: SynFlow-family a (overrides the preset).
+        input: SynFlow-family input, ``"ones"`` or ``"data-mean"`` (overrides the preset).
+        dense_classifier: never prune the last Linear layer.
+        include_bias: biases are prunable too.
+        include_norm: BatchNorm scales are prunable too.
+        invert: keep the *lowest* scores (the inversion sanity check of Frankle et al. 2021).
+        seed: seed of the random scorer.
+        dtype: dtype of path computations (default: the model's; float64 for exactness
+            checks).
+
+    Returns:
+        Masks keyed by parameter name (bool, True = kept), exactly ``round(density · N)``
+        kept over the N prunable weights (per layer with ``scope="layer"``).
+
+    Raises:
+        ValueError: unknown names, density outside (0, 1], iterations < 1, an input shape the
+            model cannot take.
+
+    Reference: Gebhart, Saxena, Schrater (2021), *A Unified Paths Perspective for Pruning at
+    Initialization*; Tanaka et al. (2020) for the iterative exponential schedule.
+    """
+    densities = schedule_densities(density, iterations, schedule)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, but got {scope!r}")
+    params = prunable_parameters(
+        model,
+        include_bias=include_bias,
+        include_norm=include_norm,
+        dense_classifier=dense_classifier,
+    )
+    if not params:
+        raise ValueError("the model has no prunable parameters (Linear/Conv weights)")
+    ctx = _context(
+        model, method, list(params), input_shape, sample,
+        path_exponent, score_exponent, input, seed, dtype,
+    )  # fmt: skip
+    _check_input_shape(model, tuple(input_shape))
+    masks = ones_masks(params)
+    for d in densities:
+        scores = score_with(ctx, masks)
+        if invert:
+            scores = {n: -s for n, s in scores.items()}
+        masks = select(scores, masks, d, scope)
+    return masks
+
+
+def score_with(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """Run the context's scorer once on the masked model (no selection)."""
+    return SCORERS[ctx.method].fn(ctx, masks)
+
+
+def score(
+    model: nn.Module,
+    method: str,
+    *,
+    input_shape: tuple[int, ...],
+    masks: Mapping[str, torch.Tensor] | None = None,
+    sample: PruneSample | None = None,
+    path_exponent: float | None = None,
+    score_exponent: float | None = None,
+    input: str | None = None,
+    include_bias: bool = False,
+    include_norm: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> Scores:
+    """Scores of every prunable weight of the (masked) model; larger scores are kept.
+
+    SynFlow-family and ``pk-preserve`` scores are computed in a rescaled path network
+    (:mod:`pruners.paths`): they equal the exact scores times one common positive factor, so
+    ratios and rankings are exact while magnitudes never overflow. See :func:`prune` for the
+    arguments. Gebhart, Saxena, Schrater (2021).
+    """
+    params = prunable_parameters(model, include_bias=include_bias, include_norm=include_norm)
+    ctx = _context(
+        model, method, list(params), input_shape, sample,
+        path_exponent, score_exponent, input, seed, dtype,
+    )  # fmt: skip
+    _check_input_shape(model, tuple(input_shape))
+    given = masks or {}
+    current = {
+        n: given[n] if n in given else torch.ones_like(p, dtype=torch.bool)
+        for n, p in params.items()
+    }
+    return {n: s.detach() for n, s in score_with(ctx, current).items()}

@@ -1,0 +1,322 @@
+"""Saliency scores for pruning at initialization; larger scores are kept.
+
+Every scorer is a pure function ``(ScoreContext, masks) -> dict[name, Tensor]`` registered in
+:data:`SCORERS`. The SynFlow family follows Gebhart, Saxena, Schrater (2021), *A Unified Paths
+Perspective for Pruning at Initialization*: with path values ``w = |θ|^p ⊙ mask`` and input
+``u`` (all ones, or the mean raw input of a data sample), ``R_p = 1ᵀ f_w(u)`` and the score of
+weight j is ``S_j = |θ_j|^a · ∂R_p/∂w_j``. SNIP (Lee et al., 2019) and GraSP (Wang et al., 2020)
+need a labelled sample; ``pk-preserve`` keeps the weights carrying the Path Kernel's trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from pruners.paths import PathNetwork
+
+if TYPE_CHECKING:
+    from pruners.data import PruneSample
+
+Scores = dict[str, torch.Tensor]
+INPUTS = ("ones", "data-mean")
+
+
+@dataclass(frozen=True)
+class SynFlowParams:
+    """The SynFlow family's knobs (Gebhart et al. 2021, §SynFlow-L2 and SynFlow-Dist).
+
+    Attributes:
+        path_exponent: p in ``w = |θ|^p``; p = 2 makes ``R`` the squared path norm ‖v‖₂².
+        score_exponent: a in ``S = |θ|^a ∂R/∂w``; a = p is the Taylor saliency of ‖v‖_p^p.
+        input: ``"ones"`` or ``"data-mean"`` (the mean raw, non-negative input of a sample).
+    """
+
+    path_exponent: float = 1.0
+    score_exponent: float = 1.0
+    input: str = "ones"
+
+    def __post_init__(self) -> None:
+        if not self.path_exponent > 0:
+            raise ValueError(f"path_exponent > 0 must hold, but got {self.path_exponent=}")
+        if not self.score_exponent >= 0:
+            raise ValueError(f"score_exponent >= 0 must hold, but got {self.score_exponent=}")
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {list(INPUTS)}, but got {self.input!r}")
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may read. Holds caches (the traced path network), never weights to write.
+
+    Attributes:
+        model: the network; scorers never change its weights or buffers.
+        method: the scorer's name in :data:`SCORERS`.
+        names: the prunable parameter names, in ``named_parameters`` order.
+        input_shape: shape of one input, without the batch dimension.
+        sample: labelled prune sample, for data-dependent scorers and ``input="data-mean"``.
+        synflow: the SynFlow-family knobs.
+        seed: seed of the ``random`` scorer.
+        dtype: dtype of path computations (default: the model's).
+    """
+
+    model: nn.Module
+    method: str
+    names: list[str]
+    input_shape: tuple[int, ...]
+    sample: PruneSample | None = None
+    synflow: SynFlowParams = field(default_factory=SynFlowParams)
+    seed: int = 0
+    dtype: torch.dtype | None = None
+    _networks: dict[bool, PathNetwork] = field(default_factory=dict, repr=False)
+    _base: dict[float, Scores] = field(default_factory=dict, repr=False)
+    _rounds: int = 0
+
+    def network(self, bias_paths: bool) -> PathNetwork:
+        """The model's path network, traced on first use."""
+        if bias_paths not in self._networks:
+            self._networks[bias_paths] = PathNetwork(self.model, bias_paths=bias_paths)
+        return self._networks[bias_paths]
+
+    def base_values(self, power: float) -> Scores:
+        """Cached ``|θ|^power`` of every path parameter (bias paths included)."""
+        if power not in self._base:
+            self._base[power] = self.network(True).base_values(power, self.compute_dtype)
+        return self._base[power]
+
+    @property
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.named_parameters())
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.dtype or next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def path_input(self, kind: str) -> torch.Tensor:
+        """The non-negative input batch ``u`` of one example."""
+        shape = (1, *self.input_shape)
+        if kind == "ones":
+            return torch.ones(shape, dtype=self.compute_dtype, device=self.device)
+        if self.sample is None:
+            raise ValueError("input='data-mean' needs a prune sample: pass sample=...")
+        mean = self.sample.raw_mean.to(self.device, self.compute_dtype)
+        if mean.min() < 0:
+            raise ValueError("input='data-mean' needs non-negative raw inputs")
+        return mean.reshape(shape)
+
+    def require_sample(self, method: str) -> PruneSample:
+        if self.sample is None:
+            raise ValueError(f"scorer {method!r} needs a labelled prune sample: pass sample=...")
+        return self.sample
+
+    def next_round(self) -> int:
+        self._rounds += 1
+        return self._rounds
+
+
+ScoreFn = Callable[[ScoreContext, Mapping[str, torch.Tensor]], Scores]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A registered scorer.
+
+    Attributes:
+        fn: the pure scoring function.
+        needs_sample: whether it needs a labelled prune sample.
+        synflow: the preset's SynFlow knobs, or None for scorers outside the family.
+    """
+
+    fn: ScoreFn
+    needs_sample: bool = False
+    synflow: SynFlowParams | None = None
+
+
+def _masked_values(
+    base: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    return {n: base[n] * masks[n] if n in masks else base[n] for n in base}
+
+
+def synflow_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """SynFlow-family scores ``S_j = |θ_j|^a · ∂R_p/∂w_j`` at ``w = |θ|^p ⊙ mask``.
+
+    The path network includes bias paths, as SynFlow's procedure (the network evaluated on
+    ``|θ|``) does. Scores share one positive factor ``1/C`` (see :mod:`pruners.paths`); their
+    ranking is exact. Gebhart et al. (2021), eq. for R and §SynFlow-L2/SynFlow-Dist.
+    """
+    knobs = ctx.synflow
+    net = ctx.network(True)
+    values = {
+        n: v.requires_grad_(n in ctx.names)
+        for n, v in _masked_values(ctx.base_values(knobs.path_exponent), masks).items()
+    }
+    out = net(values, ctx.path_input(knobs.input))
+    leaves = [values[n] for n in ctx.names if n in values]
+    grads = torch.autograd.grad(out.output.sum(), leaves, allow_unused=True)
+    by_name = dict(zip([n for n in ctx.names if n in values], grads, strict=True))
+    mags = net.magnitudes()
+    scores = {}
+    for name in ctx.names:
+        grad = by_name.get(name)
+        if grad is None:
+            scores[name] = torch.zeros_like(ctx.parameters[name], dtype=ctx.compute_dtype)
+            continue
+        factor = _power(mags[name].detach().to(grad.dtype), knobs.score_exponent)
+        scores[name] = factor * grad
+    return scores
+
+
+def _power(x: torch.Tensor, exponent: float) -> torch.Tensor:
+    if exponent == 0:
+        return torch.ones_like(x)
+    if exponent == 1:
+        return x
+    return x.pow(exponent)
+
+
+def trace_values(
+    net: PathNetwork, masks: Mapping[str, torch.Tensor], dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Path values ``w = θ ⊙ θ ⊙ mask`` and the factor turning ``∂R/∂w`` into trace terms.
+
+    For a Linear/Conv weight, ``Σ_p (∂v_p/∂θ_j)² = ∂R/∂w_j`` (Gebhart et al. 2021, the trace
+    identity). A BatchNorm scale enters paths as ``c = γ / sqrt(σ² + ε)``, so its parameter
+    γ contributes ``∂R/∂(c²) / (σ² + ε)``.
+
+    Returns:
+        (values with autograd history back to the model's parameters, per-name factors).
+    """
+    values, factors = {}, {}
+    for name, mag in net.magnitudes().items():
+        values[name] = mag.to(dtype).square()
+        if name in masks:
+            values[name] = values[name] * masks[name]
+        factors[name] = _trace_factor(net, name, dtype)
+    return values, factors
+
+
+def _trace_factor(net: PathNetwork, name: str, dtype: torch.dtype) -> torch.Tensor:
+    module = net.model.get_submodule(name.rpartition(".")[0])
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+        return (1.0 / (module.running_var + module.eps)).to(dtype).detach()
+    return torch.ones((), dtype=dtype)
+
+
+def pk_preserve_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """``|θ ⊙ ∂Tr(Π)/∂θ|``: keep the weights that carry the Path Kernel's trace.
+
+    ``Tr(Π) = Σ_j ∂R/∂w_j`` at ``w = θ ⊙ θ`` (input→output paths only); its gradient in θ is
+    one double-backward through that identity (Gebhart et al. 2021, the trace identity).
+    """
+    net = ctx.network(False)
+    values, factors = trace_values(net, masks, ctx.compute_dtype)
+    out = net(values, ctx.path_input("ones"))
+    order = list(values)
+    grads = torch.autograd.grad(out.output.sum(), [values[n] for n in order], create_graph=True)
+    trace = sum(
+        (g * factors[n] * masks[n] if n in masks else g * factors[n]).sum()
+        for n, g in zip(order, grads, strict=True)
+    )
+    params = ctx.parameters
+    targets = [n for n in ctx.names if n in values]
+    assert isinstance(trace, torch.Tensor)
+    dtrace = torch.autograd.grad(trace, [params[n] for n in targets], allow_unused=True)
+    scores = {n: torch.zeros_like(params[n], dtype=ctx.compute_dtype) for n in ctx.names}
+    for name, g in zip(targets, dtrace, strict=True):
+        if g is not None:
+            scores[name] = (params[name].detach() * g.detach()).abs().to(ctx.compute_dtype)
+    return scores
+
+
+def magnitude_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """``|θ|`` (magnitude pruning at initialization)."""
+    params = ctx.parameters
+    return {n: params[n].detach().abs() for n in ctx.names}
+
+
+def random_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """I.i.d. uniform scores; fresh draws each round, reproducible for ``ctx.seed``."""
+    generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.next_round())
+    params = ctx.parameters
+    return {
+        n: torch.rand(params[n].shape, generator=generator).to(params[n].device) for n in ctx.names
+    }
+
+
+def _masked_loss(
+    ctx: ScoreContext, masks: Mapping[str, torch.Tensor], temperature: float = 1.0
+) -> tuple[dict[str, torch.Tensor], Callable[[], torch.Tensor]]:
+    """Differentiable masked parameters and a closure computing the sample's loss."""
+    sample = ctx.require_sample("snip/grasp")
+    params = {
+        n: (p.detach() * masks[n] if n in masks else p.detach()).requires_grad_(p.requires_grad)
+        for n, p in ctx.model.named_parameters()
+    }
+    # Cloned buffers: BatchNorm in train mode must not update the caller's running stats.
+    buffers = {n: b.clone() for n, b in ctx.model.named_buffers()}
+    x = sample.x.to(ctx.device)
+    y = sample.y.to(ctx.device)
+
+    def loss() -> torch.Tensor:
+        logits = functional_call(ctx.model, {**params, **buffers}, (x,))
+        return F.cross_entropy(logits / temperature, y)
+
+    return params, loss
+
+
+def snip_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """SNIP connection sensitivity ``|θ ⊙ ∂L/∂θ|`` on the prune sample (Lee et al., 2019)."""
+    params, loss = _masked_loss(ctx, masks)
+    grads = torch.autograd.grad(loss(), [params[n] for n in ctx.names], allow_unused=True)
+    return {
+        n: _zero_if_none(g, params[n]).mul(params[n].detach()).abs()
+        for n, g in zip(ctx.names, grads, strict=True)
+    }
+
+
+def grasp_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
+    """GraSP (Wang et al., 2020): keep large ``θ ⊙ Hg``, i.e. prune large ``-θ ⊙ Hg``.
+
+    ``g`` is the sample gradient at temperature 200 (as in the paper), ``Hg`` the
+    Hessian-gradient product from one double-backward.
+    """
+    params, loss = _masked_loss(ctx, masks, temperature=200.0)
+    leaves = [params[n] for n in ctx.names]
+    first = torch.autograd.grad(loss(), leaves, allow_unused=True)
+    g = [_zero_if_none(t, p).detach() for t, p in zip(first, leaves, strict=True)]
+    grads = torch.autograd.grad(loss(), leaves, create_graph=True, allow_unused=True)
+    z = sum((gi * _zero_if_none(t, p)).sum() for gi, t, p in zip(g, grads, leaves, strict=True))
+    assert isinstance(z, torch.Tensor)
+    hg = torch.autograd.grad(z, leaves, allow_unused=True) if z.requires_grad else [None] * len(g)
+    return {
+        n: params[n].detach() * _zero_if_none(h, params[n])
+        for n, h in zip(ctx.names, hg, strict=True)
+    }
+
+
+def _zero_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+SCORERS: dict[str, Scorer] = {
+    "random": Scorer(random_scores),
+    "magnitude": Scorer(magnitude_scores),
+    "snip": Scorer(snip_scores, needs_sample=True),
+    "grasp": Scorer(grasp_scores, needs_sample=True),
+    "synflow": Scorer(synflow_scores, synflow=SynFlowParams(1.0, 1.0, "ones")),
+    "synflow-l2": Scorer(synflow_scores, synflow=SynFlowParams(2.0, 1.0, "ones")),
+    "synflow-dist": Scorer(synflow_scores, synflow=SynFlowParams(1.0, 1.0, "data-mean")),
+    "synflow-l2-dist": Scorer(synflow_scores, synflow=SynFlowParams(2.0, 1.0, "data-mean")),
+    "pk-preserve": Scorer(pk_preserve_scores),
+}
