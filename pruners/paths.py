@@ -38,6 +38,7 @@ multilinear ``R``), so nothing overflows in float32 even on ResNet-110.
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -118,7 +119,8 @@ class PathNetwork:
             raise ValueError(
                 f"the model must be traceable by torch.fx to compute path quantities: {err}"
             ) from err
-        self.model = model
+        # A weak reference: the cache in :func:`path_network` must not keep models alive.
+        self._model_ref = weakref.ref(model)
         self.bias_paths = bias_paths
         self._modules = dict(graph_module.named_modules())
         self._names = {id(p): n for n, p in model.named_parameters()}
@@ -138,6 +140,14 @@ class PathNetwork:
         self._output_index = next(i for i, n in enumerate(self._nodes) if n.op == "output")
 
     # -- public -----------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The traced model."""
+        model = self._model_ref()
+        if model is None:
+            raise RuntimeError("the model of this path network no longer exists")
+        return model
+
     def path_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters that multiply path values (Linear/Conv weights, BatchNorm scales)."""
         params = dict(self.model.named_parameters())
@@ -184,8 +194,12 @@ class PathNetwork:
         state = _State(inputs.dtype, inputs.device)
         env: list[Any] = [None] * len(self._nodes)
         env[0] = inputs
-        for step in self._steps:
-            step(env, values, state)
+        try:
+            for step in self._steps:
+                step(env, values, state)
+        except RuntimeError as err:  # shape mismatches surface here as RuntimeError
+            shape = tuple(inputs.shape[1:])
+            raise ValueError(f"the model cannot take input_shape={shape}: {err}") from err
         return PathOutput(env[self._output_index], state.log_scale)
 
     # -- compilation ------------------------------------------------------------------------
@@ -315,6 +329,25 @@ class PathNetwork:
             scale = module.weight / torch.sqrt(module.running_var + module.eps)
             return module.bias - module.running_mean * scale
         return cast(torch.Tensor, module.bias)
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[bool, tuple[tuple[int, ...], PathNetwork]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def path_network(model: nn.Module, *, bias_paths: bool = False) -> PathNetwork:
+    """The model's :class:`PathNetwork`, traced once and cached while the model lives.
+
+    The cache entry is renewed whenever the model's module structure changes.
+    """
+    signature = tuple(id(m) for m in model.modules())
+    entries = _CACHE.setdefault(model, {})
+    cached = entries.get(bias_paths)
+    if cached is None or cached[0] != signature:
+        cached = (signature, PathNetwork(model, bias_paths=bias_paths))
+        entries[bias_paths] = cached
+    return cached[1]
 
 
 def _noop(env: list[Any], values: Mapping[str, torch.Tensor], state: _State) -> None:

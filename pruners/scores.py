@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from pruners.paths import PathNetwork
+from pruners.paths import PathNetwork, path_network
 
 if TYPE_CHECKING:
     from pruners.data import PruneSample
@@ -81,7 +81,7 @@ class ScoreContext:
     def network(self, bias_paths: bool) -> PathNetwork:
         """The model's path network, traced on first use."""
         if bias_paths not in self._networks:
-            self._networks[bias_paths] = PathNetwork(self.model, bias_paths=bias_paths)
+            self._networks[bias_paths] = path_network(self.model, bias_paths=bias_paths)
         return self._networks[bias_paths]
 
     def base_values(self, power: float) -> Scores:
@@ -188,29 +188,25 @@ def _power(x: torch.Tensor, exponent: float) -> torch.Tensor:
 def trace_values(
     net: PathNetwork, masks: Mapping[str, torch.Tensor], dtype: torch.dtype
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Path values ``w = θ ⊙ θ ⊙ mask`` and the factor turning ``∂R/∂w`` into trace terms.
+    """Path values ``w = θ ⊙ θ ⊙ mask`` and the factors turning ``∂R/∂w`` into trace terms.
 
     For a Linear/Conv weight, ``Σ_p (∂v_p/∂θ_j)² = ∂R/∂w_j`` (Gebhart et al. 2021, the trace
-    identity). A BatchNorm scale enters paths as ``c = γ / sqrt(σ² + ε)``, so its parameter
-    γ contributes ``∂R/∂(c²) / (σ² + ε)``.
+    identity): its factor is 1 and is left out. A BatchNorm scale enters paths as
+    ``c = γ / sqrt(σ² + ε)``, so its parameter γ contributes ``∂R/∂(c²) / (σ² + ε)``.
 
     Returns:
-        (values with autograd history back to the model's parameters, per-name factors).
+        (values with autograd history back to the model's parameters, factors by name).
     """
     values, factors = {}, {}
-    for name, mag in net.magnitudes().items():
-        values[name] = mag.to(dtype).square()
+    for name, raw in net.raw_values().items():
+        values[name] = raw.to(dtype).square()
         if name in masks:
             values[name] = values[name] * masks[name]
-        factors[name] = _trace_factor(net, name, dtype)
+        if net.is_norm(name):
+            module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
+            running_var = cast(torch.Tensor, module.running_var)
+            factors[name] = (1.0 / (running_var + module.eps)).to(dtype).detach()
     return values, factors
-
-
-def _trace_factor(net: PathNetwork, name: str, dtype: torch.dtype) -> torch.Tensor:
-    module = net.model.get_submodule(name.rpartition(".")[0])
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
-        return (1.0 / (module.running_var + module.eps)).to(dtype).detach()
-    return torch.ones((), dtype=dtype)
 
 
 def pk_preserve_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
@@ -225,8 +221,7 @@ def pk_preserve_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> 
     order = list(values)
     grads = torch.autograd.grad(out.output.sum(), [values[n] for n in order], create_graph=True)
     trace = sum(
-        (g * factors[n] * masks[n] if n in masks else g * factors[n]).sum()
-        for n, g in zip(order, grads, strict=True)
+        _weighted(g, masks.get(n), factors.get(n)).sum() for n, g in zip(order, grads, strict=True)
     )
     params = ctx.parameters
     targets = [n for n in ctx.names if n in values]
@@ -237,6 +232,15 @@ def pk_preserve_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> 
         if g is not None:
             scores[name] = (params[name].detach() * g.detach()).abs().to(ctx.compute_dtype)
     return scores
+
+
+def _weighted(
+    grad: torch.Tensor, mask: torch.Tensor | None, factor: torch.Tensor | None
+) -> torch.Tensor:
+    """``grad ⊙ mask ⊙ factor`` with absent terms left out."""
+    if mask is not None:
+        grad = grad * mask
+    return grad if factor is None else grad * factor
 
 
 def magnitude_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from pruners.masks import check_masks
-from pruners.paths import PathNetwork
-from pruners.pruning import _check_input_shape
-from pruners.scores import trace_values
+from pruners.paths import PathNetwork, path_network
+from pruners.scores import _weighted, trace_values
 
 
 @dataclass(frozen=True)
@@ -100,13 +99,9 @@ def _trace_pass(
     grads = dict(
         zip(leaves, torch.autograd.grad(out.output.sum(), list(leaves.values())), strict=True)
     )
-    terms = {}
-    for name, g in grads.items():
-        kept = g * masks[name] if name in masks else g
-        terms[name] = kept.sum(dtype=torch.float64) * factors[name].double()
-        if terms[name].dim():  # BatchNorm: per-channel factors
-            terms[name] = (kept.double() * factors[name].double()).sum()
-    return _TracePass(float(out.log_sum()), float(out.log_scale), terms, grads)
+    terms = {n: _weighted(g, masks.get(n), factors.get(n)).sum(dtype=torch.float64)
+             for n, g in grads.items()}  # fmt: skip
+    return _TracePass(float(out.log_sum().detach()), float(out.log_scale), terms, grads)
 
 
 def _prepare(
@@ -115,10 +110,9 @@ def _prepare(
     masks: Mapping[str, torch.Tensor] | None,
     dtype: torch.dtype | None,
 ) -> tuple[PathNetwork, dict[str, torch.Tensor], torch.Tensor]:
-    _check_input_shape(model, tuple(input_shape))
     masks = dict(masks or {})
     check_masks(model, masks)
-    net = PathNetwork(model, bias_paths=False)
+    net = path_network(model, bias_paths=False)
     param = next(model.parameters())
     device_masks = {n: m.to(param.device) for n, m in masks.items()}
     inputs = torch.ones((1, *input_shape), dtype=dtype or param.dtype, device=param.device)

@@ -1,0 +1,173 @@
+"""Speed and memory of the Path Kernel trace, its statistics, and iterative SynFlow.
+
+Every number is a ratio measured side by side in one run (the machine may be shared):
+
+1. ``log_path_kernel_trace`` on VGG-16 vs one plain float32 forward+backward pass of the same
+   model (batch of one, the trace's own input size): time (goal ≤ 1.2×) and peak memory
+   (goal ≤ 2×, measured as peak RSS growth in a fresh subprocess each).
+2. ``path_kernel_stats`` vs the same plain pass (goal ≤ 2×).
+3. 100-round SynFlow on VGG-11 and VGG-16 vs a straightforward float64 loop (copy the model,
+   abs the weights, forward ones, backward, global top-k each round; goal ≤ 0.5×), with the
+   agreement of the two masks.
+
+Usage: ``python benchmarks/bench_pruners.py [--rounds 100] [--repeats 5] [--skip-synflow]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+import pruners
+from pruners.masks import prunable_parameters
+
+SHAPE = (3, 32, 32)
+
+
+def _build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return pruners.build_model(name, SHAPE, 10).eval()
+
+
+def plain_pass(model: torch.nn.Module) -> None:
+    """One float32 forward+backward of the model on a batch of one."""
+    model.zero_grad(set_to_none=True)
+    model(torch.ones(1, *SHAPE)).sum().backward()
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def _peak_child(what: str, name: str) -> None:
+    """Subprocess body: print the peak RSS growth (KiB) of one call of ``what``."""
+    model = _build(name)
+    fns: dict[str, Callable[[], object]] = {
+        "plain": lambda: plain_pass(model),
+        "trace": lambda: pruners.log_path_kernel_trace(model, SHAPE),
+        "stats": lambda: pruners.path_kernel_stats(model, SHAPE),
+    }
+    base = _rss_kib()
+    fns[what]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_kib": peak - base}))
+
+
+def peak_memory(what: str, name: str) -> int:
+    out = subprocess.run(
+        [sys.executable, __file__, "--peak-child", what, "--model", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["peak_kib"])
+
+
+def reference_synflow(model: torch.nn.Module, density: float, rounds: int) -> dict:
+    """The straightforward float64 SynFlow loop (what the speed goal is measured against)."""
+    names = list(prunable_parameters(model))
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
+    total = sum(masks[n].numel() for n in names)
+    for r in range(1, rounds + 1):
+        net = copy.deepcopy(model).double().eval()
+        params = dict(net.named_parameters())
+        with torch.no_grad():
+            for n, p in params.items():
+                p.abs_()
+                if n in names:
+                    p.mul_(masks[n])
+        net(torch.ones(1, *SHAPE, dtype=torch.float64)).sum().backward()
+        scores = []
+        for n in names:
+            s = (params[n].grad * params[n]).detach().abs()
+            scores.append(torch.where(masks[n], s, torch.full_like(s, -1.0)).flatten())
+        flat = torch.cat(scores)
+        k = round(total * density ** (r / rounds))
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[torch.topk(flat, k).indices] = True
+        start = 0
+        for n in names:
+            size = masks[n].numel()
+            masks[n] = keep[start : start + size].view_as(masks[n])
+            start += size
+    return {n: masks[n] for n in names}
+
+
+def bench_trace(name: str, repeats: int) -> None:
+    model = _build(name)
+    plain = _time(lambda: plain_pass(model), repeats)
+    trace = _time(lambda: pruners.log_path_kernel_trace(model, SHAPE), repeats)
+    stats = _time(lambda: pruners.path_kernel_stats(model, SHAPE), repeats)
+    mem = {w: peak_memory(w, name) for w in ("plain", "trace", "stats")}
+    print(f"[{name}] plain float32 fwd+bwd: {plain * 1e3:8.1f} ms, peak +{mem['plain'] / 1024:.0f} MiB")
+    print(
+        f"[{name}] log_path_kernel_trace: {trace * 1e3:8.1f} ms  time ratio {trace / plain:.2f}x "
+        f"(goal <= 1.2x)  peak +{mem['trace'] / 1024:.0f} MiB, memory ratio "
+        f"{mem['trace'] / max(1, mem['plain']):.2f}x (goal <= 2x)"
+    )
+    print(
+        f"[{name}] path_kernel_stats:     {stats * 1e3:8.1f} ms  time ratio {stats / plain:.2f}x "
+        f"(goal <= 2x)  memory ratio {mem['stats'] / max(1, mem['plain']):.2f}x"
+    )
+
+
+def bench_synflow(name: str, rounds: int, density: float) -> None:
+    model = _build(name)
+    start = time.perf_counter()
+    ours = pruners.prune(model, "synflow", density, rounds, input_shape=SHAPE)
+    t_ours = time.perf_counter() - start
+    start = time.perf_counter()
+    ref = reference_synflow(model, density, rounds)
+    t_ref = time.perf_counter() - start
+    kept = sum(int(m.sum()) for m in ref.values())
+    same = sum(int((ours[n] & ref[n]).sum()) for n in ref)
+    differ = sum(int((ours[n] ^ ref[n]).sum()) for n in ref)
+    print(
+        f"[{name}] SynFlow {rounds} rounds to density {density}: pathsweep {t_ours:.1f} s, "
+        f"float64 loop {t_ref:.1f} s, ratio {t_ours / t_ref:.2f}x (goal <= 0.5x); "
+        f"masks agree on {same}/{kept} kept weights ({differ} differ)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--density", type=float, default=0.01)
+    parser.add_argument("--skip-synflow", action="store_true")
+    parser.add_argument("--peak-child", choices=["plain", "trace", "stats"])
+    parser.add_argument("--model", default="vgg16")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.peak_child:
+        _peak_child(args.peak_child, args.model)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_trace("vgg16", args.repeats)
+    if not args.skip_synflow:
+        for name in ("vgg11", "vgg16"):
+            bench_synflow(name, args.rounds, args.density)
+
+
+if __name__ == "__main__":
+    main()
