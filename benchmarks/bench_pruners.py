@@ -134,19 +134,20 @@ def bench_trace(name: str, repeats: int) -> None:
 def bench_synflow(name: str, rounds: int, density: float) -> None:
     model = _build(name)
     start = time.perf_counter()
-    ours = pruners.prune(model, "synflow", density, rounds, input_shape=SHAPE)
-    t_ours = time.perf_counter() - start
-    start = time.perf_counter()
     ref = reference_synflow(model, density, rounds)
     t_ref = time.perf_counter() - start
     kept = sum(int(m.sum()) for m in ref.values())
-    same = sum(int((ours[n] & ref[n]).sum()) for n in ref)
-    differ = sum(int((ours[n] ^ ref[n]).sum()) for n in ref)
-    print(
-        f"[{name}] SynFlow {rounds} rounds to density {density}: pathsweep {t_ours:.1f} s, "
-        f"float64 loop {t_ref:.1f} s, ratio {t_ours / t_ref:.2f}x (goal <= 0.5x); "
-        f"masks agree on {same}/{kept} kept weights ({differ} differ)"
-    )
+    print(f"[{name}] SynFlow {rounds} rounds to density {density}: float64 loop {t_ref:.1f} s")
+    for dtype in (torch.float64, torch.float32):
+        start = time.perf_counter()
+        ours = pruners.prune(model, "synflow", density, rounds, input_shape=SHAPE, dtype=dtype)
+        t_ours = time.perf_counter() - start
+        differ = sum(int((ours[n] ^ ref[n]).sum()) for n in ref)
+        print(
+            f"[{name}]   pathsweep dtype={str(dtype).removeprefix('torch.')}: {t_ours:.1f} s, "
+            f"ratio {t_ours / t_ref:.2f}x (goal <= 0.5x); masks identical: {differ == 0} "
+            f"({differ} of {2 * kept} kept entries differ)"
+        )
 
 
 def main() -> None:
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--density", type=float, default=0.01)
     parser.add_argument("--skip-synflow", action="store_true")
+    parser.add_argument("--skip-trace", action="store_true")
+    parser.add_argument("--synflow-models", nargs="+", default=["vgg11", "vgg16"])
     parser.add_argument("--peak-child", choices=["plain", "trace", "stats"])
     parser.add_argument("--model", default="vgg16")
     args = parser.parse_args()
@@ -163,9 +166,10 @@ def main() -> None:
         _peak_child(args.peak_child, args.model)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_trace("vgg16", args.repeats)
+    if not args.skip_trace:
+        bench_trace("vgg16", args.repeats)
     if not args.skip_synflow:
-        for name in ("vgg11", "vgg16"):
+        for name in args.synflow_models:
             bench_synflow(name, args.rounds, args.density)
 
 

@@ -80,10 +80,15 @@ class _State:
         self.log_scale = torch.zeros((), dtype=torch.float64, device=device)
         self.dtype = dtype
 
-    def bias_factor(self) -> torch.Tensor:
+    def scale_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """``bias / C`` for a bias entering after the cuts so far."""
         # A bias enters after the cuts above it divided the activations by their constants;
-        # dividing it by the same constants keeps R / C exact.
-        return torch.exp(-self.log_scale).to(self.dtype)
+        # dividing it by the same constants keeps R / C exact. When C has underflowed far
+        # below the dtype's range, 1/C overflows to inf: a zero bias (the usual
+        # initialization) must still contribute exactly 0, not 0·inf = NaN.
+        factor = torch.exp(-self.log_scale).to(self.dtype)
+        zero = (bias == 0) & torch.isinf(factor)
+        return bias * torch.where(zero, torch.zeros_like(bias), factor)
 
 
 @dataclass(frozen=True)
@@ -275,7 +280,7 @@ class PathNetwork:
         use_bias = self.bias_paths and b_name is not None
 
         def run(values: Mapping[str, torch.Tensor], state: _State, x: torch.Tensor) -> torch.Tensor:
-            bias = values[b_name] * state.bias_factor() if use_bias and b_name else None
+            bias = state.scale_bias(values[b_name]) if use_bias and b_name else None
             if isinstance(module, _LINEAR):
                 out = F.linear(x, values[w_name], bias)
                 self.positions[w_name] = out[0].numel() // out.shape[-1]
@@ -299,7 +304,7 @@ class PathNetwork:
             shape = (1, -1) + (1,) * (x.dim() - 2)
             out = x * values[w_name].view(shape)
             if use_bias:
-                out = out + (values[b_name] * state.bias_factor()).view(shape)
+                out = out + state.scale_bias(values[b_name]).view(shape)
             return out
 
         return run

@@ -63,7 +63,9 @@ class ScoreContext:
         sample: labelled prune sample, for data-dependent scorers and ``input="data-mean"``.
         synflow: the SynFlow-family knobs.
         seed: seed of the ``random`` scorer.
-        dtype: dtype of path computations (default: the model's).
+        dtype: dtype of path computations. Default float64: the rescaled path network
+            cannot overflow, and float64 makes rankings those of the exact computation
+            (float32 flips near-ties, which compound over 100 SynFlow rounds).
     """
 
     model: nn.Module
@@ -96,7 +98,7 @@ class ScoreContext:
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.dtype or next(self.model.parameters()).dtype
+        return self.dtype or torch.float64
 
     @property
     def device(self) -> torch.device:
@@ -269,7 +271,8 @@ def _masked_loss(
     }
     # Cloned buffers: BatchNorm in train mode must not update the caller's running stats.
     buffers = {n: b.clone() for n, b in ctx.model.named_buffers()}
-    x = sample.x.to(ctx.device)
+    # The sample is float32 data; a float64 model (exactness checks) needs float64 inputs.
+    x = sample.x.to(ctx.device, next(ctx.model.parameters()).dtype)
     y = sample.y.to(ctx.device)
 
     def loss() -> torch.Tensor:
@@ -298,7 +301,12 @@ def grasp_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores
     params, loss = _masked_loss(ctx, masks, temperature=200.0)
     leaves = [params[n] for n in ctx.names]
     first = torch.autograd.grad(loss(), leaves, allow_unused=True)
-    g = [_zero_if_none(t, p).detach() for t, p in zip(first, leaves, strict=True)]
+    # Pruned weights are no parameters of the pruned network: their gradient is left out of
+    # g (as a mask inside the layer does in the authors' code), so H g runs over survivors.
+    g = [
+        _zero_if_none(t, p).detach() * masks[n] if n in masks else _zero_if_none(t, p).detach()
+        for n, t, p in zip(ctx.names, first, leaves, strict=True)
+    ]
     grads = torch.autograd.grad(loss(), leaves, create_graph=True, allow_unused=True)
     z = sum((gi * _zero_if_none(t, p)).sum() for gi, t, p in zip(g, grads, leaves, strict=True))
     assert isinstance(z, torch.Tensor)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from pruners.masks import check_masks
@@ -126,13 +127,35 @@ def log_path_kernel_trace(
     *,
     dtype: torch.dtype | None = None,
 ) -> float:
-    """Natural log of ``Tr(Π_θ)`` of the masked network, in one forward and one backward.
+    """Natural log of ``Tr(Π_θ)`` of the masked network, in one forward-mode pass.
 
-    Gebhart, Saxena, Schrater (2021): ``Tr(Π_θ) = Σ_j ∂R/∂w_j`` at ``w = θ ⊙ θ``. See
-    :func:`path_kernel_stats` for how BatchNorm and biases are handled.
+    Gebhart, Saxena, Schrater (2021): ``Tr(Π_θ) = Σ_j ∂R/∂w_j`` at ``w = θ ⊙ θ``, which is the
+    directional derivative of ``R`` along the kept weights, ``d/dt R(w + t · mask)``. One
+    forward pass carrying that tangent computes it without materializing a gradient per weight
+    (and without keeping activations for a backward pass). See :func:`path_kernel_stats` for
+    how BatchNorm and biases are handled.
     """
     net, masks, inputs = _prepare(model, input_shape, masks, dtype)
-    return _trace_pass(net, masks, inputs).log_trace
+    with torch.no_grad():
+        values, factors = trace_values(net, masks, inputs.dtype)
+        with fwAD.dual_level():
+            duals = {n: fwAD.make_dual(v, _tangent(v, masks.get(n), factors.get(n)))
+                     for n, v in values.items()}  # fmt: skip
+            out = net(duals, inputs)
+            tangent = fwAD.unpack_dual(out.output).tangent
+    if tangent is None:  # no weight on any path
+        return -math.inf
+    return _log(tangent.sum(dtype=torch.float64)) + float(out.log_scale)
+
+
+def _tangent(
+    value: torch.Tensor, mask: torch.Tensor | None, factor: torch.Tensor | None
+) -> torch.Tensor:
+    """The direction ``mask ⊙ factor`` (a broadcast view of one where both are absent)."""
+    if mask is None and factor is None:
+        return torch.ones((), dtype=value.dtype, device=value.device).expand_as(value)
+    tangent = mask.to(value.dtype) if mask is not None else torch.ones_like(value)
+    return tangent if factor is None else tangent * factor
 
 
 @torch.no_grad()
