@@ -4,7 +4,7 @@ Every number is a ratio measured side by side in one run (the machine may be sha
 
 1. ``log_path_kernel_trace`` on VGG-16 vs one plain float32 forward+backward pass of the same
    model (batch of one, the trace's own input size): time (goal ≤ 1.2×) and peak memory
-   (goal ≤ 2×, measured as peak RSS growth in a fresh subprocess each).
+   (goal ≤ 2×, measured as peak RSS growth during the call, in a fresh subprocess each).
 2. ``path_kernel_stats`` vs the same plain pass (goal ≤ 2×).
 3. 100-round SynFlow on VGG-11 and VGG-16 vs a straightforward float64 loop (copy the model,
    abs the weights, forward ones, backward, global top-k each round; goal ≤ 0.5×), with the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -44,38 +44,56 @@ def plain_pass(model: torch.nn.Module) -> None:
     model(torch.ones(1, *SHAPE)).sum().backward()
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call; the calls alternate so that machine load hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up (tracing caches, allocator)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _peak_child(what: str, name: str) -> None:
     """Subprocess body: print the peak RSS growth (KiB) of one call of ``what``."""
+    def calls(model: torch.nn.Module) -> dict[str, Callable[[], object]]:
+        return {
+            "plain": lambda: plain_pass(model),
+            "trace": lambda: pruners.log_path_kernel_trace(model, SHAPE),
+            "stats": lambda: pruners.path_kernel_stats(model, SHAPE),
+        }
+
+    # Warm the libraries (thread pools, kernels, fx) on a tiny model of the same family, so
+    # that one-time costs are not counted, while the allocator has not yet served buffers of
+    # this model's sizes (after a warm-up on the model itself, peak growth reads ~0).
+    calls(pruners.build_model(name, SHAPE, 10, width=8).eval())[what]()
     model = _build(name)
-    fns: dict[str, Callable[[], object]] = {
-        "plain": lambda: plain_pass(model),
-        "trace": lambda: pruners.log_path_kernel_trace(model, SHAPE),
-        "stats": lambda: pruners.path_kernel_stats(model, SHAPE),
-    }
-    base = _rss_kib()
+    fns = calls(model)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    base = _status_kib("VmRSS")
     fns[what]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_kib": peak - base}))
+    print(json.dumps({"peak_kib": _status_kib("VmHWM") - base}))
 
 
 def peak_memory(what: str, name: str) -> int:
+    # A fixed mmap threshold makes glibc return every freed buffer at once, so that RSS
+    # follows live memory instead of what the allocator keeps cached.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(
         [sys.executable, __file__, "--peak-child", what, "--model", name],
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -115,9 +133,15 @@ def reference_synflow(model: torch.nn.Module, density: float, rounds: int) -> di
 
 def bench_trace(name: str, repeats: int) -> None:
     model = _build(name)
-    plain = _time(lambda: plain_pass(model), repeats)
-    trace = _time(lambda: pruners.log_path_kernel_trace(model, SHAPE), repeats)
-    stats = _time(lambda: pruners.path_kernel_stats(model, SHAPE), repeats)
+    times = _time_interleaved(
+        {
+            "plain": lambda: plain_pass(model),
+            "trace": lambda: pruners.log_path_kernel_trace(model, SHAPE),
+            "stats": lambda: pruners.path_kernel_stats(model, SHAPE),
+        },
+        repeats,
+    )
+    plain, trace, stats = times["plain"], times["trace"], times["stats"]
     mem = {w: peak_memory(w, name) for w in ("plain", "trace", "stats")}
     print(f"[{name}] plain float32 fwd+bwd: {plain * 1e3:8.1f} ms, peak +{mem['plain'] / 1024:.0f} MiB")
     print(
@@ -153,7 +177,7 @@ def bench_synflow(name: str, rounds: int, density: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--density", type=float, default=0.01)
     parser.add_argument("--skip-synflow", action="store_true")
     parser.add_argument("--skip-trace", action="store_true")

@@ -166,6 +166,10 @@ class PathNetwork:
         """Signed ``θ`` of every path weight (BatchNorm: ``γ / sqrt(σ²+ε)``), with autograd."""
         return {name: self._raw_weight(name) for name in self.weight_names}
 
+    def raw_values_of(self, name: str) -> torch.Tensor:
+        """Signed ``θ`` of one path weight (see :meth:`raw_values`)."""
+        return self._raw_weight(name)
+
     def magnitudes(self) -> dict[str, torch.Tensor]:
         """``|θ|`` of every path weight; for BatchNorm the eval-mode scale ``|γ / sqrt(σ²+ε)|``.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pruners.masks import Masks, ones_masks, prunable_parameters
+from pruners.masks import Masks, check_masks, ones_masks, prunable_parameters
 from pruners.scores import INPUTS, SCORERS, ScoreContext, Scores, SynFlowParams
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ def schedule_densities(density: float, iterations: int, schedule: str) -> list[f
     rounds = range(1, iterations + 1)
     if schedule == "exponential":
         return [density ** (r / iterations) for r in rounds]
-    return [1.0 - (1.0 - density) * r / iterations for r in rounds]
+    # Written so that the last round is exactly ``density`` (1 − (1 − d) is not d in floats,
+    # and round(d · N) would then keep one weight too many at a .5 boundary).
+    return [density + (1.0 - density) * (iterations - r) / iterations for r in rounds]
 
 
 def check_density(density: float) -> None:
@@ -304,6 +306,7 @@ def score(
     )  # fmt: skip
     _check_input_shape(model, tuple(input_shape))
     given = masks or {}
+    check_masks(model, given)  # a misspelt name or wrong shape must not be silently ignored
     current = {
         n: given[n] if n in given else torch.ones_like(p, dtype=torch.bool)
         for n, p in params.items()

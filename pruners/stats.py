@@ -10,9 +10,11 @@ is (ResNet-110 and VGG-16 included), ``-inf`` where it is 0 (no surviving path).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -81,7 +83,7 @@ class _TracePass:
     log_l2_squared: float  # log R(θ ⊙ θ ⊙ mask)
     log_scale: float  # log C: every gradient below is the exact one divided by C
     terms: dict[str, torch.Tensor]  # per path parameter: Σ_j (kept) ∂R/∂w_j · factor, over C
-    grads: dict[str, torch.Tensor]
+    effective: dict[str, int]  # kept weights with ∂R/∂w_j > 0 (on a surviving path)
 
     @property
     def log_trace(self) -> float:
@@ -95,14 +97,25 @@ def _trace_pass(
     """One forward and one backward pass at ``w = θ ⊙ θ ⊙ mask``."""
     with torch.no_grad():
         values, factors = trace_values(net, masks, inputs.dtype)
+    terms: dict[str, torch.Tensor] = {}
+    effective: dict[str, int] = {}
+
+    def consume(name: str, leaf: torch.Tensor) -> None:
+        # Read each gradient as soon as the backward pass has produced it, then free it: peak
+        # memory holds one layer's gradient, not the whole model's.
+        grad = cast(torch.Tensor, leaf.grad)
+        mask = masks.get(name)
+        terms[name] = _weighted(grad, mask, factors.get(name)).sum(dtype=torch.float64)
+        on_path = grad > 0
+        effective[name] = int((on_path if mask is None else on_path & mask).sum())
+        leaf.grad = None
+
     leaves = {n: v.requires_grad_() for n, v in values.items()}
+    for name, leaf in leaves.items():
+        leaf.register_post_accumulate_grad_hook(functools.partial(consume, name))
     out = net(leaves, inputs)
-    grads = dict(
-        zip(leaves, torch.autograd.grad(out.output.sum(), list(leaves.values())), strict=True)
-    )
-    terms = {n: _weighted(g, masks.get(n), factors.get(n)).sum(dtype=torch.float64)
-             for n, g in grads.items()}  # fmt: skip
-    return _TracePass(float(out.log_sum().detach()), float(out.log_scale), terms, grads)
+    out.output.sum().backward(inputs=list(leaves.values()))
+    return _TracePass(float(out.log_sum().detach()), float(out.log_scale), terms, effective)
 
 
 def _prepare(
@@ -136,26 +149,47 @@ def log_path_kernel_trace(
     how BatchNorm and biases are handled.
     """
     net, masks, inputs = _prepare(model, input_shape, masks, dtype)
-    with torch.no_grad():
-        values, factors = trace_values(net, masks, inputs.dtype)
-        with fwAD.dual_level():
-            duals = {n: fwAD.make_dual(v, _tangent(v, masks.get(n), factors.get(n)))
-                     for n, v in values.items()}  # fmt: skip
-            out = net(duals, inputs)
-            tangent = fwAD.unpack_dual(out.output).tangent
+    with torch.no_grad(), fwAD.dual_level():
+        out = net(_LazyValues(net, masks, inputs.dtype, _trace_dual), inputs)
+        tangent = fwAD.unpack_dual(out.output).tangent
     if tangent is None:  # no weight on any path
         return -math.inf
     return _log(tangent.sum(dtype=torch.float64)) + float(out.log_scale)
 
 
-def _tangent(
-    value: torch.Tensor, mask: torch.Tensor | None, factor: torch.Tensor | None
+ValueFn = Callable[[PathNetwork, str, "torch.Tensor | None", torch.dtype], torch.Tensor]
+
+
+class _LazyValues(Mapping[str, torch.Tensor]):
+    """Path values made when a layer asks for them, so only one layer's exist at a time."""
+
+    def __init__(
+        self, net: PathNetwork, masks: Mapping[str, torch.Tensor], dtype: torch.dtype, fn: ValueFn
+    ) -> None:
+        self._net, self._masks, self._dtype, self._fn = net, masks, dtype, fn
+        self._names = net.weight_names
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._fn(self._net, name, self._masks.get(name), self._dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _trace_dual(
+    net: PathNetwork, name: str, mask: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """The direction ``mask ⊙ factor`` (a broadcast view of one where both are absent)."""
-    if mask is None and factor is None:
-        return torch.ones((), dtype=value.dtype, device=value.device).expand_as(value)
-    tangent = mask.to(value.dtype) if mask is not None else torch.ones_like(value)
-    return tangent if factor is None else tangent * factor
+    """``θ ⊙ θ ⊙ mask`` carrying the tangent ``mask ⊙ factor`` (see :func:`trace_values`)."""
+    raw = net.raw_values_of(name).to(dtype)
+    value = raw.square() if mask is None else raw.square() * mask
+    tangent = torch.ones_like(value) if mask is None else mask.to(dtype)
+    if net.is_norm(name):
+        module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
+        tangent = tangent / (cast(torch.Tensor, module.running_var) + module.eps).to(dtype)
+    return fwAD.make_dual(value, tangent)
 
 
 @torch.no_grad()
@@ -198,33 +232,47 @@ def path_kernel_stats(
     """
     net, masks, inputs = _prepare(model, input_shape, masks, dtype)
     trace = _trace_pass(net, masks, inputs)
-    with torch.no_grad():
-        mags = net.magnitudes()
-        l1 = {n: m.to(inputs.dtype) * masks[n] if n in masks else m.to(inputs.dtype)
-              for n, m in mags.items()}  # fmt: skip
-        ones = {n: masks[n].to(inputs.dtype) if n in masks else torch.ones_like(m)
-                for n, m in l1.items()}  # fmt: skip
+    # One set of path values at a time: peak memory stays that of the trace pass.
+    log_l1 = _log_forward(net, _LazyValues(net, masks, inputs.dtype, _l1_value), inputs)
+    log_num_paths = _log_forward(net, _LazyValues(net, masks, inputs.dtype, _count_value), inputs)
+    params = dict(model.named_parameters())
     weights = [n for n in net.weight_names if not net.is_norm(n)]
-    kept = {n: masks[n] if n in masks else torch.ones_like(trace.grads[n], dtype=torch.bool)
-            for n in weights}  # fmt: skip
-    counts = {n: int(k.sum()) for n, k in kept.items()}
+    counts = {n: int(masks[n].sum()) if n in masks else params[n].numel() for n in weights}
     total = sum(trace.terms.values(), torch.zeros((), dtype=torch.float64))
     log_trace = trace.log_trace
     return PathKernelStats(
         log_trace=log_trace,
-        log_l1=_log_forward(net, l1, inputs),
+        log_l1=log_l1,
         log_l2_squared=trace.log_l2_squared,
-        log_num_paths=_log_forward(net, ones, inputs),
-        effective_params=sum(int(((trace.grads[n] > 0) & kept[n]).sum()) for n in weights),
+        log_num_paths=log_num_paths,
+        effective_params=sum(trace.effective[n] for n in weights),
         num_params=sum(counts.values()),
         macs=sum(counts[n] * net.positions.get(n, 1) for n in weights),
         density=_density(masks),
         layer_collapse=any(c == 0 for c in counts.values()) or log_trace == -math.inf,
-        layer_density={n: counts[n] / kept[n].numel() for n in weights},
+        layer_density={n: counts[n] / params[n].numel() for n in weights},
         layer_trace_share={
             n: float(t / total) if total > 0 else 0.0 for n, t in trace.terms.items()
         },
     )
+
+
+def _l1_value(
+    net: PathNetwork, name: str, mask: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """``w = |θ| ⊙ mask``: ``R(w) = ‖v‖₁``."""
+    value = net.raw_values_of(name).detach().to(dtype).abs()
+    return value if mask is None else value * mask
+
+
+def _count_value(
+    net: PathNetwork, name: str, mask: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """``w = mask``: ``R(w)`` counts the surviving paths."""
+    if mask is not None:
+        return mask.to(dtype)
+    shape = net.raw_values_of(name).shape
+    return torch.ones(shape, dtype=dtype, device=net.raw_values_of(name).device)
 
 
 def _density(masks: Mapping[str, torch.Tensor]) -> float:

@@ -1,0 +1,333 @@
+"""Schedules, exact top-k selection and the argument checks of ``pruners.prune``.
+
+``prune`` keeps exactly ``round(d_r · N)`` weights in round r (Tanaka et al. 2020's iterative
+schedule; Gebhart, Saxena, Schrater 2021, *A Unified Paths Perspective for Pruning at
+Initialization*).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import pruners
+from pruners import pruning
+from pruners.data import PruneSample
+from pruners.pruning import keep_top, schedule_densities, select
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def sample() -> PruneSample:
+    return pruners.prune_sample(pruners.load_dataset("digits"), per_class=1)
+
+
+def fc(seed: int = 0, **options: object) -> nn.Module:
+    torch.manual_seed(seed)
+    return pruners.build_model("fc", SHAPE, 10, width=8, depth=3, **options)
+
+
+def kept(masks: dict[str, torch.Tensor]) -> int:
+    return sum(int(m.sum()) for m in masks.values())
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+@pytest.mark.parametrize("density", [0.3, 0.01, 0.1, 1e-4, 0.7, 1.0])
+@pytest.mark.parametrize("iterations", [1, 3, 7, 100])
+@pytest.mark.parametrize("schedule", ["exponential", "linear"])
+def test_schedules_end_exactly_at_the_density(
+    schedule: str, iterations: int, density: float
+) -> None:
+    ds = schedule_densities(density, iterations, schedule)
+    assert len(ds) == iterations
+    assert ds[-1] == density  # exactly: round(d · N) must be round(density · N)
+    assert all(a >= b for a, b in zip([1.0, *ds], ds, strict=False))
+    r = 1
+    want = (
+        density ** (r / iterations) if schedule == "exponential" else 1 - (1 - density) / iterations
+    )
+    assert ds[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_linear_schedule_reaches_round_density_times_n_exactly() -> None:
+    """15 weights at density 0.3: round(4.5) = 4, not round(4.500000000000001) = 5."""
+    model = nn.Sequential(nn.Linear(3, 5, bias=False))
+    for schedule in ("linear", "exponential"):
+        masks = pruners.prune(model, "magnitude", 0.3, 4, schedule, input_shape=(3,))
+        assert kept(masks) == round(0.3 * 15) == 4
+
+
+# --------------------------------------------------------------------------- keep_top
+
+
+def reference_keep(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest by a stable descending sort: ties go to lower indices."""
+    keep = torch.zeros(values.numel(), dtype=torch.bool)
+    keep[torch.sort(values, descending=True, stable=True).indices[: max(k, 0)]] = True
+    return keep
+
+
+def test_keep_top_breaks_ties_toward_lower_indices() -> None:
+    values = torch.tensor([1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.0])
+    assert keep_top(values, 2).tolist() == [False, True, False, True, False, False, False]
+    assert keep_top(values, 3).tolist() == [False, True, True, True, False, False, False]
+    assert keep_top(values, 4).tolist() == [False, True, True, True, True, False, False]
+    assert keep_top(values, 0).tolist() == [False] * 7
+    assert keep_top(values, 7).all() and keep_top(values, 99).all()
+    assert not keep_top(values, -1).any()
+    zeros = torch.tensor([0.0, -0.0, 0.0, -0.0])
+    assert keep_top(zeros, 2).tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_keep_top_equals_sort_reference_on_small_tied_inputs(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, 5, (200,), generator=gen).double()
+    for k in (1, 17, 100, 199):
+        got = keep_top(values, k)
+        assert int(got.sum()) == k
+        assert torch.equal(got, reference_keep(values, k))
+
+
+def test_keep_top_refuses_nan() -> None:
+    with pytest.raises(FloatingPointError, match="NaN"):
+        keep_top(torch.tensor([1.0, float("nan"), 0.5]), 1)
+
+
+@pytest.fixture
+def kthvalue_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every tensor torch.kthvalue selects from (to see the band path)."""
+    sizes: list[int] = []
+    original = torch.kthvalue
+
+    def recording(values: torch.Tensor, k: int, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        sizes.append(values.numel())
+        return original(values, k, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pruning.torch, "kthvalue", recording)
+    return sizes
+
+
+LARGE = (1 << 20) + 12_345
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: torch.rand(LARGE, generator=g),
+        lambda g: torch.randn(LARGE, generator=g, dtype=torch.float64),
+        lambda g: torch.randint(0, 40, (LARGE,), generator=g).float(),  # massive ties
+        lambda g: torch.rand(LARGE, generator=g).pow(8),  # skewed, many near 0
+    ],
+    ids=["uniform32", "normal64", "ties", "skewed"],
+)
+def test_keep_top_on_large_inputs_equals_sort_reference(
+    make: Callable[[torch.Generator], torch.Tensor], kthvalue_sizes: list[int]
+) -> None:
+    values = make(torch.Generator().manual_seed(0))
+    assert values.numel() > pruning._BAND_SELECT_MIN
+    order = torch.sort(values, descending=True, stable=True).indices
+    for k in (1, 1000, LARGE // 3, LARGE // 2, LARGE - 7):
+        kthvalue_sizes.clear()
+        got = keep_top(values, k)
+        assert int(got.sum()) == k
+        want = torch.zeros(LARGE, dtype=torch.bool)
+        want[order[:k]] = True
+        assert torch.equal(got, want), k
+        assert kthvalue_sizes  # an exact selection ran
+    # The middle of a smooth distribution goes through the narrow band, not a full selection.
+    kthvalue_sizes.clear()
+    keep_top(torch.rand(LARGE, generator=torch.Generator().manual_seed(1)), LARGE // 2)
+    assert kthvalue_sizes and max(kthvalue_sizes) < LARGE // 10
+
+
+def test_keep_top_large_input_whose_strided_sample_misleads() -> None:
+    """The band is estimated from every step-th value; a bad estimate must not change results."""
+    gen = torch.Generator().manual_seed(3)
+    values = torch.rand(LARGE, generator=gen) + 1.0
+    step = max(1, LARGE // 65_536)
+    values[::step] = 0.0  # the sample sees only zeros
+    for k in (5, LARGE // 2, LARGE - LARGE // step - 3):
+        assert torch.equal(keep_top(values, k), reference_keep(values, k))
+
+
+# --------------------------------------------------------------------------- select
+
+
+def _scores_and_masks(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"a": (4, 5), "b": (3, 3, 2), "c": (7,)}
+    scores = {n: torch.randint(0, 6, s, generator=gen).float() for n, s in shapes.items()}
+    masks = {n: torch.rand(s, generator=gen) < 0.8 for n, s in shapes.items()}
+    return scores, masks
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_select_global_keeps_exactly_k_and_never_revives(seed: int) -> None:
+    scores, masks = _scores_and_masks(seed)
+    total = sum(m.numel() for m in masks.values())
+    new = select(scores, masks, 0.4, "global")
+    assert kept(new) == round(0.4 * total)
+    for n in masks:
+        assert not (new[n] & ~masks[n]).any()
+    flat = torch.cat([scores[n].flatten() for n in masks])
+    alive = torch.cat([masks[n].flatten() for n in masks])
+    ref = reference_keep(torch.where(alive, flat, torch.full_like(flat, -1.0)), round(0.4 * total))
+    assert torch.equal(torch.cat([new[n].flatten() for n in masks]), ref)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_select_layer_scope_keeps_the_density_in_every_layer(seed: int) -> None:
+    scores, masks = _scores_and_masks(seed)
+    new = select(scores, masks, 0.4, "layer")
+    for n, m in masks.items():
+        assert int(new[n].sum()) == min(round(0.4 * m.numel()), int(m.sum()))
+        assert not (new[n] & ~m).any()
+        s = torch.where(m.flatten(), scores[n].flatten(), torch.full((m.numel(),), -1.0))
+        assert torch.equal(new[n].flatten(), reference_keep(s, round(0.4 * m.numel())))
+
+
+def test_select_asking_for_more_than_survive_keeps_all_survivors() -> None:
+    scores, masks = _scores_and_masks(0)
+    new = select(scores, masks, 1.0, "global")
+    for n in masks:
+        assert torch.equal(new[n], masks[n])
+
+
+# --------------------------------------------------------------------------- prune options
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_dense_classifier_is_never_pruned(scope: str) -> None:
+    model = fc()
+    masks = pruners.prune(model, "synflow", 0.1, 3, scope=scope, input_shape=SHAPE,
+                          dense_classifier=True)  # fmt: skip
+    assert set(masks) == {"fc1.weight", "fc2.weight"}
+    if scope == "global":
+        assert kept(masks) == round(0.1 * (64 * 8 + 8 * 8))
+    else:
+        assert [int(m.sum()) for m in masks.values()] == [round(0.1 * 512), round(0.1 * 64)]
+
+
+def test_include_bias_and_norm_make_them_prunable() -> None:
+    torch.manual_seed(0)
+    model = pruners.build_model("conv", SHAPE, 10, width=3, depth=2, batch_norm=True)
+    masks = pruners.prune(model, "synflow", 0.5, 2, input_shape=SHAPE, include_bias=True,
+                          include_norm=True)  # fmt: skip
+    assert {"bn1.weight", "bn2.weight", "classifier.bias"} <= set(masks)
+    assert "bn1.bias" not in masks  # BatchNorm shifts are not scales
+    assert kept(masks) == round(0.5 * sum(m.numel() for m in masks.values()))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _valid_listed(
+    excinfo: pytest.ExceptionInfo[ValueError], valid: tuple[str, ...] | list[str]
+) -> None:
+    message = str(excinfo.value)
+    assert all(name in message for name in valid), message
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    model = fc()
+    with pytest.raises(ValueError, match="'bogus'") as err:
+        pruners.prune(model, "bogus", 0.1, input_shape=SHAPE)
+    _valid_listed(err, list(pruners.SCORERS))
+    with pytest.raises(ValueError, match="'bogus'") as err:
+        pruners.score(model, "bogus", input_shape=SHAPE)
+    _valid_listed(err, list(pruners.SCORERS))
+    with pytest.raises(ValueError, match="'cyclic'") as err:
+        pruners.prune(model, "synflow", 0.1, 2, "cyclic", input_shape=SHAPE)
+    _valid_listed(err, pruners.SCHEDULES)
+    with pytest.raises(ValueError, match="'local'") as err:
+        pruners.prune(model, "synflow", 0.1, 2, scope="local", input_shape=SHAPE)
+    _valid_listed(err, pruners.SCOPES)
+    with pytest.raises(ValueError, match="'zeros'") as err:
+        pruners.prune(model, "synflow", 0.1, input_shape=SHAPE, input="zeros")
+    _valid_listed(err, pruners.INPUTS)
+    with pytest.raises(ValueError, match="'local'") as err:
+        select({}, {}, 0.5, "local")
+    _valid_listed(err, pruners.SCOPES)
+
+
+@pytest.mark.parametrize("density", [0, 0.0, -0.1, 1.5, float("nan"), float("inf"), "0.5"])
+def test_density_outside_the_unit_interval_raises(density: object) -> None:
+    with pytest.raises(ValueError, match=r"0 < density <= 1 must hold, but got density=") as err:
+        pruners.prune(fc(), "magnitude", density, input_shape=SHAPE)  # type: ignore[arg-type]
+    assert repr(density) in str(err.value) or (isinstance(density, float) and math.isnan(density))
+
+
+@pytest.mark.parametrize("iterations", [0, -1])
+def test_iterations_below_one_raise(iterations: int) -> None:
+    with pytest.raises(
+        ValueError, match=rf"iterations >= 1 must hold, but got iterations={iterations}"
+    ):
+        pruners.prune(fc(), "magnitude", 0.5, iterations, input_shape=SHAPE)
+
+
+@pytest.mark.parametrize("method", ["synflow", "snip", "magnitude", "pk-preserve"])
+@pytest.mark.parametrize("shape", [(1, 7, 7), (3, 8, 8), (64,)])
+def test_input_shape_the_model_cannot_take_raises(
+    method: str, shape: tuple[int, ...], sample: PruneSample
+) -> None:
+    model = fc()
+    if shape == (64,):  # fc flattens: (64,) is fine for it; a conv model is not
+        torch.manual_seed(0)
+        model = pruners.build_model("conv", SHAPE, 10, width=2, depth=1)
+    with pytest.raises(ValueError, match=rf"cannot take input_shape={re_tuple(shape)}"):
+        pruners.prune(model, method, 0.5, input_shape=shape, sample=sample)
+    with pytest.raises(ValueError, match=rf"cannot take input_shape={re_tuple(shape)}"):
+        pruners.score(model, method, input_shape=shape, sample=sample)
+
+
+def re_tuple(shape: tuple[int, ...]) -> str:
+    import re
+
+    return re.escape(str(tuple(shape)))
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (1, -8, 8), (1.0, 8, 8), ()])
+def test_malformed_input_shapes_raise(shape: tuple) -> None:
+    with pytest.raises(ValueError, match="input_shape"):
+        pruners.prune(fc(), "magnitude", 0.5, input_shape=shape)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("snip", {}), ("grasp", {}), ("synflow-dist", {}), ("synflow", {"input": "data-mean"})],
+)
+def test_data_dependent_scorers_without_sample_raise(method: str, options: dict) -> None:
+    with pytest.raises(ValueError, match="sample"):
+        pruners.prune(fc(), method, 0.5, input_shape=SHAPE, **options)
+    with pytest.raises(ValueError, match="sample"):
+        pruners.score(fc(), method, input_shape=SHAPE, **options)
+
+
+@pytest.mark.parametrize(
+    ("masks", "message"),
+    [
+        ({"fc9.weight": torch.ones(8, 64, dtype=torch.bool)}, "lacks: 'fc9.weight'"),
+        ({"fc1.weight": torch.ones(1, dtype=torch.bool)}, r"shape \(8, 64\)"),
+        ({"fc1.weight": torch.zeros(8, 64)}, "bool tensor"),
+    ],
+)
+@pytest.mark.parametrize("method", ["synflow", "magnitude", "pk-preserve"])
+def test_score_refuses_masks_that_do_not_fit_the_model(
+    method: str, masks: dict[str, torch.Tensor], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        pruners.score(fc(), method, input_shape=SHAPE, masks=masks)
+
+
+def test_model_without_prunable_weights_raises() -> None:
+    model = nn.Sequential(nn.ReLU())
+    with pytest.raises(ValueError, match="no prunable parameters"):
+        pruners.prune(model, "magnitude", 0.5, input_shape=(3,))
