@@ -1,0 +1,114 @@
+"""Column vocabulary of the Parquet results (DESIGN.md §Parquet results).
+
+One place names the data-free statistics, the baselines, the trained metrics and the columns
+that define a comparable group, so every analysis agrees on them. The data-free statistics are
+the Path Kernel quantities of Gebhart, Saxena & Schrater (2021), "A Unified Paths Perspective
+for Pruning at Initialization", measured on the pruned network at initialization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Data-free statistics measured on the pruned network at initialization.
+DATA_FREE: tuple[str, ...] = (
+    "log_path_kernel_trace",
+    "log_path_l1",
+    "log_path_l2_squared",
+    "log_num_paths",
+    "effective_params",
+    "effective_fraction",
+    "layer_collapse",
+)
+
+#: Baselines a data-free predictor has to beat (the zero-cost-proxy literature's controls).
+BASELINES: tuple[str, ...] = ("num_params", "macs")
+
+#: Name of the seeded random score added as a third baseline.
+RANDOM_SCORE = "random_score"
+
+#: Trained metrics and whether a larger value is better.
+TRAINED: dict[str, bool] = {
+    "test_accuracy": True,
+    "best_test_accuracy": True,
+    "test_loss": False,
+    "train_loss_auc": False,
+    "epochs_to_threshold": False,
+    "final_train_loss": False,
+}
+
+#: Columns that make rows comparable, in the order groups are reported.
+GROUP_CANDIDATES: tuple[str, ...] = ("param_model", "param_dataset")
+
+PRUNER = "param_pruner"
+STATE_COMPLETE = "COMPLETE"
+VALIDATE_TOP = "validate-top"
+VALIDATE_RANDOM = "validate-random"
+
+
+def present(df: pd.DataFrame, names: Iterable[str]) -> list[str]:
+    """The names in ``names`` that are columns of ``df`` with at least one value, in order."""
+    return [n for n in names if n in df.columns and df[n].notna().any()]
+
+
+def trained_metrics(df: pd.DataFrame) -> list[str]:
+    """Trained metrics that have at least one value in ``df``."""
+    return present(df, TRAINED)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger ``metric`` is better (data-free statistics and unknowns: larger)."""
+    return TRAINED.get(metric, True)
+
+
+def density_column(df: pd.DataFrame) -> str | None:
+    """The column holding each row's target density.
+
+    ``param_density`` (the requested density) is preferred: the achieved ``density`` differs
+    from it by rounding and would split seeds of one configuration into separate groups.
+    """
+    for name in ("param_density", "density"):
+        if name in df.columns and df[name].notna().any():
+            return name
+    return None
+
+
+def density_values(df: pd.DataFrame) -> pd.Series:
+    """Each row's density, rounded to 6 significant digits so equal requests compare equal."""
+    col = density_column(df)
+    if col is None:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    values = pd.to_numeric(df[col], errors="coerce").astype(float)
+    rounded = {v: float(f"{v:.6g}") for v in values.dropna().unique()}
+    return values.map(rounded).astype(float)
+
+
+def group_columns(df: pd.DataFrame, with_density: bool = True) -> list[str]:
+    """Columns defining comparable groups: model, dataset and (optionally) density."""
+    cols = present(df, GROUP_CANDIDATES)
+    density = density_column(df)
+    if with_density and density is not None:
+        cols.append(density)
+    return cols
+
+
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of finished trials (``state == COMPLETE``; all rows when there is no state)."""
+    if "state" not in df.columns:
+        return df
+    return df[df["state"].astype(str) == STATE_COMPLETE]
+
+
+def hashable(series: pd.Series) -> pd.Series:
+    """``series`` with unhashable cells (lists, dicts, arrays) replaced by their ``str``."""
+    if series.dtype != object:
+        return series
+    return series.map(lambda v: v if v is None or isinstance(v, (str, int, float, bool)) else str(v))
+
+
+def numeric(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """``df[names]`` as float64, non-numbers turned into NaN."""
+    return df[list(names)].apply(pd.to_numeric, errors="coerce").astype(float)
