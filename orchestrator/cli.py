@@ -1,0 +1,331 @@
+"""The ``pathsweep`` command.
+
+::
+
+    pathsweep study run SPEC --out DIR [--address ADDR] [--storage URL] [--workers N|auto]
+                                       [--trials N] [--view auto|rich|log|quiet]
+    pathsweep study resume DIR [--address ADDR] [--storage URL] [--workers N|auto]
+    pathsweep study status DIR [--storage URL]
+    pathsweep demo [--out DIR] [--address ADDR] [--trials N]
+    pathsweep prune ...      (pathsweep prune --help)
+    pathsweep analyze DIR [DIR ...] --report OUT
+
+Bad input (spec, arguments, a non-empty ``--out``, an unreachable ``--address``) is one line on
+stderr and exit code 2, before anything is written or Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from orchestrator.errors import SetupError, SpecError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}")
+    return int(text)
+
+
+def _workers(text: str) -> str:
+    if text != "auto" and (not text.isdigit() or int(text) < 1):
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1, but got {text!r}")
+    return text
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        help="join this Ray cluster (HOST:PORT, ray://HOST:PORT, "
+        "auto); default: RAY_ADDRESS, else a local Ray for this command",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        help="actors: 'auto' (one per GPU, or per "
+        "CPU core without GPUs) or a number; overrides the spec",
+    )
+    parser.add_argument(
+        "--view",
+        choices=("auto", "rich", "log", "quiet"),
+        default="auto",
+        help="live view: rich on a terminal, log lines otherwise (auto)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pathsweep``."""
+    parser = _Parser(
+        prog="pathsweep",
+        description="Studies of pruning at initialization "
+        "(SynFlow family, Path Kernel objectives) on Ray clusters.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    study = commands.add_parser("study", help="run, resume or inspect a study")
+    actions = study.add_subparsers(dest="action", required=True, parser_class=_Parser)
+
+    run = actions.add_parser("run", help="run a study from a YAML spec")
+    run.add_argument("spec", help="the study spec (YAML)")
+    run.add_argument("--out", required=True, help="new (or empty) study directory")
+    run.add_argument("--storage", help="Optuna storage URL (default: OUT/optuna.journal)")
+    run.add_argument("--trials", type=_positive_int, help="number of trials; overrides the spec")
+    _cluster_args(run)
+    run.set_defaults(func=cmd_run)
+
+    resume = actions.add_parser("resume", help="finish a study whose driver stopped")
+    resume.add_argument("dir", help="the study directory")
+    resume.add_argument("--storage", help="Optuna storage URL, when the run used one")
+    _cluster_args(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    status = actions.add_parser("status", help="progress and best trials of a study")
+    status.add_argument("dir", help="the study directory")
+    status.add_argument("--storage", help="Optuna storage URL, when the run used one")
+    status.set_defaults(func=cmd_status)
+
+    demo = commands.add_parser("demo", help="a small study on digits, end to end, with a report")
+    demo.add_argument("--out", default="pathsweep-demo", help="study directory (new or empty)")
+    demo.add_argument("--trials", type=_positive_int, help="number of trials (default 40)")
+    _cluster_args(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    commands.add_parser(
+        "prune", help="prune one model and save its masks (see prune --help)", add_help=False
+    )
+    commands.add_parser(
+        "analyze",
+        help="tables, correlations and a report from study directories (see analyze --help)",
+        add_help=False,
+    )
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _prepare_run(args: argparse.Namespace, spec: Any) -> tuple[Any, Path, str | None]:
+    """Every check of a new study before anything is written; returns spec, out, address."""
+    from orchestrator.cluster import resolve_address
+    from orchestrator.spec import check_buildable, with_overrides
+    from orchestrator.studydir import check_new_out
+
+    spec = with_overrides(spec, getattr(args, "trials", None), args.workers)
+    check_buildable(spec)
+    out = Path(args.out)
+    check_new_out(out)
+    _check_storage(getattr(args, "storage", None), new_study=spec.study)
+    return spec, out, resolve_address(args.address)
+
+
+def _check_storage(url: str | None, new_study: str | None = None) -> None:
+    """The storage opens; a new study's name is not taken in it yet."""
+    if not url:
+        return
+    import optuna
+
+    try:
+        storage = optuna.storages.get_storage(url)
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"--storage: cannot open {url!r}: {first}") from None
+    if new_study is not None and new_study in names:
+        raise SetupError(
+            f"study {new_study!r} already exists in the storage; rename the study or resume it"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pathsweep study run``."""
+    from orchestrator.spec import load_spec
+
+    spec, out, address = _prepare_run(args, load_spec(args.spec))
+    return _execute(spec, out, address, args.storage, args.view, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``pathsweep study resume``."""
+    from orchestrator.cluster import resolve_address
+    from orchestrator.spec import with_overrides
+    from orchestrator.studydir import load_study_dir
+
+    out = Path(args.dir)
+    spec, run = load_study_dir(out)
+    spec = with_overrides(spec, None, args.workers)
+    storage = _stored_storage(args.storage, run)
+    _check_storage(storage)
+    return _execute(spec, out, resolve_address(args.address), storage, args.view, resume=True)
+
+
+def _stored_storage(given: str | None, run: dict[str, Any]) -> str | None:
+    stored = run.get("storage")
+    if given:
+        return given
+    if stored and "***" in stored:
+        raise SpecError("this study's storage URL holds a password: pass it again with --storage")
+    return stored  # type: ignore[no-any-return]
+
+
+def _execute(
+    spec: Any,
+    out: Path,
+    address: str | None,
+    storage: str | None,
+    view_mode: str,
+    *,
+    resume: bool,
+    trial_fn: Callable[..., Any] | None = None,
+) -> int:
+    from orchestrator.cluster import ray_session
+    from orchestrator.driver import run_study
+    from orchestrator.progress import make_view
+    from orchestrator.studydir import command_line, create_study_dir, read_run, record_run
+
+    if not resume:
+        create_study_dir(out, spec, storage)
+    entry: dict[str, Any] = {
+        "id": len(read_run(out).get("runs", [])),
+        "command": command_line(),
+        "resume": resume,
+        "address": address,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "running",
+    }
+    record_run(out, entry)
+    view = make_view(view_mode)
+    options: dict[str, Any] = {} if trial_fn is None else {"trial_fn": trial_fn}
+    try:
+        with ray_session(address):
+            summary = run_study(spec, out, resume=resume, storage=storage, view=view, **options)
+    except KeyboardInterrupt:
+        record_run(out, {**entry, "status": "interrupted"})
+        print(
+            f"pathsweep: interrupted; continue with `pathsweep study resume {out}`", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    except BaseException:
+        record_run(out, {**entry, "status": "failed"})
+        raise
+    record_run(
+        out,
+        {
+            **entry,
+            "status": "finished",
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "workers": summary.workers,
+            "complete": summary.complete,
+            "failed": summary.failed,
+            "attempts": summary.attempts,
+            "wall_s": summary.wall_s,
+        },
+    )
+    _say(
+        f"study {spec.study}: {summary.complete} COMPLETE, {summary.failed} FAIL, "
+        f"{summary.retried} retried attempts, {summary.validated} validation runs, "
+        f"{summary.workers} workers, {summary.wall_s:.1f} s -> {out}"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``pathsweep study status``: counts from the journal and the rows, best trials."""
+    from orchestrator.status import study_status
+    from orchestrator.studydir import load_study_dir
+
+    out = Path(args.dir)
+    spec, run = load_study_dir(out)
+    for line in study_status(spec, out, _stored_storage(args.storage, run), run):
+        _say(line)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``pathsweep demo``: a small study on digits, then the analysis report."""
+    from orchestrator.demo import demo_spec, run_report
+
+    spec, out, address = _prepare_run(args, demo_spec())
+    code = _execute(spec, out, address, None, args.view, resume=False)
+    if code == 0:
+        run_report(out)
+    return code
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _passthrough(command: str, rest: list[str]) -> int:
+    if command == "prune":
+        from orchestrator.prune_cmd import main as prune_main
+
+        return int(prune_main(rest))
+    try:
+        from analysis.cli import main as analyze_main
+    except ImportError as exc:
+        raise SetupError(f"`pathsweep analyze` needs the analysis package: {exc}") from None
+    return int(analyze_main(rest))
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pathsweep`` with ``argv`` (default: the command line); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in ("prune", "analyze"):
+            return _passthrough(argv[0], argv[1:])
+        _quiet_libraries()
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except _UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SpecError, SetupError) as exc:
+        print(f"pathsweep: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("PATHSWEEP_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:500]
+        print(
+            f"pathsweep: error: {type(exc).__name__}: {text} (PATHSWEEP_DEBUG=1 shows the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

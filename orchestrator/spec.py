@@ -1,0 +1,652 @@
+"""The study spec: YAML in, a validated frozen :class:`StudySpec` out.
+
+Every rule is checked here, before Ray starts, and a broken rule is one :class:`SpecError` line
+naming the field (``search.iterations.low``) and the rule. The spec's format is in
+``DESIGN.md``; a study searches the SynFlow family of Gebhart, Saxena, Schrater (2021), "A
+Unified Paths Perspective for Pruning at Initialization", against data-free objectives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import space
+from orchestrator.errors import SpecError
+from orchestrator.samplers import check_sampler
+
+#: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init).
+STAT_METRICS: tuple[str, ...] = (
+    "log_path_kernel_trace",
+    "log_path_l1",
+    "log_path_l2_squared",
+    "log_num_paths",
+    "effective_params",
+    "effective_fraction",
+    "num_params",
+    "macs",
+    "density",
+    "layer_collapse",
+)
+#: Scalar metrics of ``pruners.train`` (only when every trial trains: ``train.epochs > 0``).
+TRAIN_METRICS: tuple[str, ...] = (
+    "test_accuracy",
+    "test_loss",
+    "best_test_accuracy",
+    "train_loss_auc",
+    "epochs_to_threshold",
+    "final_train_loss",
+)
+DIRECTIONS = ("maximize", "minimize")
+DEVICES = ("auto", "cpu", "cuda")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# TrainConfig fields the orchestrator sets itself.
+_TRAIN_OWNED = ("epochs", "seed", "device")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``pruners.build_model(name, **options)``."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """``pruners.load_dataset(name, root=..., download=..., **options)``."""
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """Options of ``pruners.prune`` that are not searched."""
+
+    dense_classifier: bool = False
+    include_bias: bool = False
+    include_norm: bool = False
+    sample_per_class: int = 10
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One study objective: a scalar metric column and its direction."""
+
+    metric: str
+    direction: str = "maximize"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """An Optuna sampler by name (see ``orchestrator.samplers.SAMPLERS``) and its options."""
+
+    name: str = "tpe"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Training of every trial (``epochs > 0``); ``options`` go to ``pruners.TrainConfig``."""
+
+    epochs: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValidateSpec:
+    """After the search, train the ``top_k`` best and ``random_k`` random configurations."""
+
+    top_k: int = 0
+    random_k: int = 0
+    epochs: int = 20
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Search dimensions and fixed values, keyed by parameter name (see ``space.PARAMS``)."""
+
+    params: Mapping[str, space.Param] = field(default_factory=dict)
+
+    def distributions(self) -> dict[str, Any]:
+        """Optuna distributions of the searched dimensions (fixed values left out)."""
+        dists = {name: space.to_distribution(p) for name, p in self.params.items()}
+        return {name: d for name, d in dists.items() if d is not None}
+
+    def fixed(self) -> dict[str, Any]:
+        """The fixed values."""
+        return {n: p.value for n, p in self.params.items() if isinstance(p, space.Fixed)}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid of the searched dimensions (for the grid sampler)."""
+        return {
+            n: space.grid_values(n, p, f"search.{n}")
+            for n, p in self.params.items()
+            if not isinstance(p, space.Fixed)
+        }
+
+    def grid_size(self) -> int:
+        """Number of points of the grid."""
+        size = 1
+        for values in self.grid().values():
+            size *= len(values)
+        return size
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study spec (DESIGN.md §The study spec).
+
+    Attributes:
+        study: the study's name (Optuna study name, ``study`` column).
+        model: ``{name, **options}`` for ``pruners.build_model``.
+        data: ``{name, root, download, **options}`` for ``pruners.load_dataset``.
+        search: the search space; the top-level ``density`` is a shorthand for
+            ``search.density``. Each entry is a range ``{low, high, log, step}``, a list of
+            choices or a fixed value (see ``orchestrator.space.PARAMS``).
+        objectives: ``[{metric, direction}]``; metrics of ``path_kernel_stats(...).metrics()``
+            (``STAT_METRICS``), training metrics when every trial trains.
+        sampler: ``tpe``, ``nsga2``, ``random``, ``grid``, ``cmaes``, ``gp`` or
+            ``{name, **options}`` (options of the Optuna sampler; seeded with ``seed``).
+        trials: search trials to finish.
+        workers: actors; None (``auto``) = one per GPU, or one per CPU core without GPUs.
+        gpus_per_worker: GPUs per actor on GPU clusters (a fraction packs several per GPU).
+        cpus_per_worker: CPUs per actor.
+        train: ``{epochs, **TrainConfig options}``; ``epochs > 0`` trains every trial.
+        validate: ``{top_k, random_k, epochs}``: trained after the search.
+        prune: ``pruners.prune`` options that are not searched, and the prune sample size.
+        seed: seeds the model's initialization (the same for every trial), the prune sample,
+            training and the sampler.
+        max_attempts: attempts per trial when actors die (killed, OOM, node lost).
+        trial_timeout_s: an attempt running longer is killed and recorded as FAIL.
+        device: ``auto`` (CUDA where the actor holds a GPU), ``cpu`` or ``cuda``.
+        prefetch: trials queued per actor behind the running one; hides the driver's
+            ask/tell time (0: the sampler sees every result before the next ask).
+    """
+
+    study: str
+    model: ModelSpec
+    data: DataSpec = field(default_factory=DataSpec)
+    search: SearchSpace = field(default_factory=SearchSpace)
+    objectives: tuple[Objective, ...] = (Objective("log_path_kernel_trace"),)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    trials: int = 100
+    workers: int | None = None  # None = auto
+    gpus_per_worker: float = 1.0
+    cpus_per_worker: float = 1.0
+    train: TrainSpec = field(default_factory=TrainSpec)
+    validate: ValidateSpec = field(default_factory=ValidateSpec)
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    seed: int = 0
+    max_attempts: int = 3
+    trial_timeout_s: float | None = None
+    device: str = "auto"
+    prefetch: int = 1
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions, one per objective."""
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metrics(self) -> list[str]:
+        """Objective metric names, in order."""
+        return [o.metric for o in self.objectives]
+
+
+# ----------------------------------------------------------------------------- YAML loading
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that rejects duplicate keys and reads ``1e-3`` as a float (YAML 1.2)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise SpecError(f"duplicate field {key!r} (line {line})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> dict[str, Any]:
+    """Parse spec text into a mapping; broken or empty YAML is a :class:`SpecError`."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError(f"invalid YAML: {exc.problem or exc}{where}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        raise SpecError("the spec is empty")
+    if not isinstance(data, dict):
+        raise SpecError(f"the spec must be a mapping of fields, but got {type(data).__name__}")
+    return data
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML study spec file.
+
+    Raises:
+        SpecError: the file cannot be read, or the spec breaks a rule.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec {str(path)!r}: {exc.__class__.__name__}") from None
+    return parse_spec(load_yaml(text))
+
+
+# ----------------------------------------------------------------------------- field checks
+
+
+def _keys(raw: Mapping[str, Any], path: str, valid: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in valid:
+            where = f"{path}: " if path else ""
+            raise SpecError(f"{where}unknown field {key!r}; valid: {sorted(valid)}")
+
+
+def _mapping(raw: object, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path} must be a mapping, but got {type(raw).__name__} {raw!r}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise SpecError(f"{path}: field names must be text, but got {key!r}")
+    return raw
+
+
+def _int(raw: object, path: str, minimum: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise SpecError(f"{path} must be an integer, but got {type(raw).__name__} {raw!r}")
+    if minimum is not None and raw < minimum:
+        raise SpecError(f"{path} >= {minimum} must hold, but got {path}={raw!r}")
+    return raw
+
+
+def _float(raw: object, path: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise SpecError(f"{path} must be a number, but got {type(raw).__name__} {raw!r}")
+    if raw != raw or raw in (float("inf"), float("-inf")):
+        raise SpecError(f"{path} must be finite, but got {raw!r}")
+    return float(raw)
+
+
+def _bool(raw: object, path: str) -> bool:
+    if not isinstance(raw, bool):
+        raise SpecError(f"{path} must be true or false, but got {raw!r}")
+    return raw
+
+
+def _str(raw: object, path: str, valid: tuple[str, ...] | list[str] | None = None) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise SpecError(f"{path} must be a non-empty string, but got {raw!r}")
+    if valid is not None and raw not in valid:
+        raise SpecError(f"{path} must be one of {sorted(valid)}, but got {raw!r}")
+    return raw
+
+
+def _scalar_options(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    for key, value in raw.items():
+        if not isinstance(value, bool | int | float | str | list | type(None)):
+            raise SpecError(f"{path}.{key} must be a scalar or a list, but got {value!r}")
+    return dict(raw)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _parse_model(raw: object) -> ModelSpec:
+    import pruners
+    from pruners.models import model_options
+
+    raw = _mapping(raw, "model")
+    name = _str(raw.get("name"), "model.name", sorted(pruners.MODELS))
+    options = {k: v for k, v in raw.items() if k != "name"}
+    valid = sorted(model_options(name))
+    for key in options:
+        if key not in valid:
+            raise SpecError(f"model: unknown option {key!r} for model {name!r}; valid: {valid}")
+    return ModelSpec(name, _scalar_options(options, "model"))
+
+
+def _parse_data(raw: object) -> DataSpec:
+    import pruners
+    from pruners.data import dataset_options
+
+    raw = _mapping(raw, "data")
+    name = _str(raw.get("name", "digits"), "data.name", sorted(pruners.DATASETS))
+    root = raw.get("root")
+    if root is not None:
+        root = _str(root, "data.root")
+    download = _bool(raw.get("download", False), "data.download")
+    options = {k: v for k, v in raw.items() if k not in ("name", "root", "download")}
+    valid = sorted(dataset_options(name))
+    for key in options:
+        if key not in valid:
+            raise SpecError(f"data: unknown option {key!r} for dataset {name!r}; valid: {valid}")
+    return DataSpec(name, root, download, _scalar_options(options, "data"))
+
+
+def _parse_search(raw: object, density: object) -> SearchSpace:
+    raw = {} if raw is None else _mapping(raw, "search")
+    params = {name: space.parse_param(name, v, f"search.{name}") for name, v in raw.items()}
+    if density is not None:
+        if "density" in params:
+            raise SpecError("density: give density either at the top level or under search")
+        params["density"] = space.parse_param("density", density, "density")
+    if "density" not in params:
+        raise SpecError("density is required (a value, a list, or a range under search)")
+    _check_knobs(params)
+    return SearchSpace(params)
+
+
+def _values(param: space.Param) -> tuple[space.Scalar, ...]:
+    if isinstance(param, space.Choice):
+        return param.choices
+    return (param.value,) if isinstance(param, space.Fixed) else ()
+
+
+def _check_knobs(params: Mapping[str, space.Param]) -> None:
+    """SynFlow knobs need at least one SynFlow-family pruner among the choices."""
+    import pruners
+
+    pruner = params.get("pruner", space.Fixed("synflow"))
+    names = [str(n) for n in _values(pruner)]
+    if any(getattr(pruners.SCORERS[n], "synflow", None) is not None for n in names):
+        return
+    for knob in ("path_exponent", "score_exponent", "input"):
+        if knob in params:
+            raise SpecError(
+                f"search.{knob} applies to the SynFlow family only, but the pruners are {names}"
+            )
+
+
+def _parse_objectives(raw: object, train_epochs: int) -> tuple[Objective, ...]:
+    if raw is None:
+        return (Objective("log_path_kernel_trace"),)
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(f"objectives must be a non-empty list, but got {raw!r}")
+    valid = list(STAT_METRICS) + (list(TRAIN_METRICS) if train_epochs > 0 else [])
+    objectives = []
+    for i, item in enumerate(raw):
+        path = f"objectives[{i}]"
+        item = _mapping(item, path)
+        _keys(item, path, ("metric", "direction"))
+        metric = item.get("metric")
+        if metric in TRAIN_METRICS and train_epochs == 0:
+            raise SpecError(f"{path}.metric {metric!r} needs training: set train.epochs > 0")
+        objectives.append(
+            Objective(
+                _str(metric, f"{path}.metric", valid),
+                _str(item.get("direction", "maximize"), f"{path}.direction", DIRECTIONS),
+            )
+        )
+    metrics = [o.metric for o in objectives]
+    if len(set(metrics)) != len(metrics):
+        raise SpecError(f"objectives: each metric may appear once, but got {metrics}")
+    return tuple(objectives)
+
+
+def _parse_sampler(raw: object, n_objectives: int) -> SamplerSpec:
+    if isinstance(raw, str) or raw is None:
+        raw = {"name": raw or "tpe"}
+    raw = _mapping(raw, "sampler")
+    name = _str(raw.get("name", "tpe"), "sampler.name")
+    options = {k: v for k, v in raw.items() if k != "name"}
+    check_sampler(name, options, n_objectives, "sampler")
+    return SamplerSpec(name, options)
+
+
+def _parse_train(raw: object) -> TrainSpec:
+    from pruners.training import TrainConfig
+
+    raw = {} if raw is None else _mapping(raw, "train")
+    valid = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "device"))
+    _keys(raw, "train", valid)
+    epochs = _int(raw.get("epochs", 0), "train.epochs", 0)
+    options = {k: v for k, v in raw.items() if k != "epochs"}
+    try:
+        TrainConfig(epochs=epochs, **options)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"train: {exc}") from None
+    return TrainSpec(epochs, options)
+
+
+def _parse_validate(raw: object) -> ValidateSpec:
+    raw = {} if raw is None else _mapping(raw, "validate")
+    _keys(raw, "validate", ("top_k", "random_k", "epochs"))
+    return ValidateSpec(
+        _int(raw.get("top_k", 0), "validate.top_k", 0),
+        _int(raw.get("random_k", 0), "validate.random_k", 0),
+        _int(raw.get("epochs", 20), "validate.epochs", 0),
+    )
+
+
+def _parse_prune(raw: object) -> PruneSpec:
+    raw = {} if raw is None else _mapping(raw, "prune")
+    names = tuple(f.name for f in fields(PruneSpec))
+    _keys(raw, "prune", names)
+    values: dict[str, Any] = {}
+    for name in names:
+        if name in raw:
+            path = f"prune.{name}"
+            is_int = name == "sample_per_class"
+            values[name] = _int(raw[name], path, 1) if is_int else _bool(raw[name], path)
+    return PruneSpec(**values)
+
+
+def parse_workers(raw: object, path: str = "workers") -> int | None:
+    """``"auto"`` (None) or an integer >= 1."""
+    if raw == "auto" or raw is None:
+        return None
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    return _int(raw, path, 1)
+
+
+def _gpus(raw: object) -> float:
+    gpus = _float(raw, "gpus_per_worker")
+    if gpus < 0 or (gpus > 1 and not gpus.is_integer()):
+        raise SpecError(
+            f"gpus_per_worker must be 0, a fraction in (0, 1] or a whole number, but got {raw!r}"
+        )
+    return gpus
+
+
+def _positive(raw: object, path: str) -> float:
+    value = _float(raw, path)
+    if value <= 0:
+        raise SpecError(f"{path} > 0 must hold, but got {path}={raw!r}")
+    return value
+
+
+_TOP = (*(f.name for f in fields(StudySpec)), "density")
+
+
+def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
+    """Validate a spec mapping (already parsed from YAML) into a :class:`StudySpec`.
+
+    Raises:
+        SpecError: the first broken rule, as one line naming the field.
+    """
+    raw = _mapping(dict(raw), "spec")
+    _keys(raw, "", _TOP)
+    if "study" not in raw:
+        raise SpecError("study (the study's name) is required")
+    study = _str(raw["study"], "study")
+    if not _NAME.match(study):
+        raise SpecError(f"study must match {_NAME.pattern}, but got {study!r}")
+    if "model" not in raw:
+        raise SpecError("model is required, e.g. model: {name: fc}")
+    train = _parse_train(raw.get("train"))
+    objectives = _parse_objectives(raw.get("objectives"), train.epochs)
+    spec = StudySpec(
+        study=study,
+        model=_parse_model(raw["model"]),
+        data=_parse_data(raw.get("data", {})),
+        search=_parse_search(raw.get("search"), raw.get("density")),
+        objectives=objectives,
+        sampler=_parse_sampler(raw.get("sampler"), len(objectives)),
+        trials=_int(raw.get("trials", 100), "trials", 1),
+        workers=parse_workers(raw.get("workers", "auto")),
+        gpus_per_worker=_gpus(raw.get("gpus_per_worker", 1.0)),
+        cpus_per_worker=_positive(raw.get("cpus_per_worker", 1.0), "cpus_per_worker"),
+        train=train,
+        validate=_parse_validate(raw.get("validate")),
+        prune=_parse_prune(raw.get("prune")),
+        seed=_int(raw.get("seed", 0), "seed", 0),
+        max_attempts=_int(raw.get("max_attempts", 3), "max_attempts", 1),
+        trial_timeout_s=_timeout(raw.get("trial_timeout_s")),
+        device=_str(raw.get("device", "auto"), "device", DEVICES),
+        prefetch=_int(raw.get("prefetch", 1), "prefetch", 0),
+    )
+    check_grid(spec)
+    return spec
+
+
+def _timeout(raw: object) -> float | None:
+    return None if raw is None else _positive(raw, "trial_timeout_s")
+
+
+def check_grid(spec: StudySpec) -> None:
+    """The grid sampler needs a finite grid with at least ``trials`` points."""
+    if spec.sampler.name != "grid":
+        return
+    size = spec.search.grid_size()
+    if spec.trials > size:
+        raise SpecError(
+            f"trials <= {size} (the grid's size) must hold, but got trials={spec.trials}"
+        )
+
+
+# Input shape and classes of the datasets that need files (checked without loading them).
+_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+
+
+def check_buildable(spec: StudySpec) -> None:
+    """Build the model once on PyTorch's meta device (no memory, no data) to check its options.
+
+    Datasets that ship with ``pruners`` (digits, synthetic) are loaded to learn their shape and
+    to check their options; the others use their known shape.
+
+    Raises:
+        SpecError: a model or dataset option the builders reject.
+    """
+    import torch
+
+    import pruners
+
+    if spec.data.name in _SHAPES:
+        shape, classes = _SHAPES[spec.data.name]
+    else:
+        try:
+            ds = pruners.load_dataset(
+                spec.data.name,
+                root=spec.data.root,
+                download=False,
+                seed=spec.seed,
+                **spec.data.options,
+            )
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SpecError(f"data: {exc}") from None
+        shape, classes = ds.input_shape, ds.num_classes
+    try:
+        with torch.device("meta"):
+            pruners.build_model(
+                spec.model.name, input_shape=shape, num_classes=classes, **spec.model.options
+            )
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SpecError(f"model: {exc}") from None
+
+
+def with_overrides(spec: StudySpec, trials: int | None, workers: int | str | None) -> StudySpec:
+    """``spec`` with command-line overrides of ``trials`` and ``workers`` applied and checked."""
+    if trials is not None:
+        spec = replace(spec, trials=_int(trials, "--trials", 1))
+        check_grid(spec)
+    if workers is not None:
+        spec = replace(spec, workers=parse_workers(workers, "--workers"))
+    return spec
+
+
+# ----------------------------------------------------------------------------- back to YAML
+
+
+def _param_to_yaml(param: space.Param) -> Any:
+    if isinstance(param, space.Fixed):
+        return param.value
+    if isinstance(param, space.Choice):
+        return list(param.choices)
+    out: dict[str, Any] = {"low": param.low, "high": param.high}
+    if param.log:
+        out["log"] = True
+    if isinstance(param, space.IntRange) and param.step != 1:
+        out["step"] = param.step
+    if isinstance(param, space.FloatRange) and param.step is not None:
+        out["step"] = param.step
+    return out
+
+
+def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
+    """A plain mapping that :func:`parse_spec` turns back into ``spec``."""
+    prune = {f.name: getattr(spec.prune, f.name) for f in fields(PruneSpec)}
+    return {
+        "study": spec.study,
+        "model": {"name": spec.model.name, **spec.model.options},
+        "data": {
+            "name": spec.data.name,
+            "root": spec.data.root,
+            "download": spec.data.download,
+            **spec.data.options,
+        },
+        "search": {n: _param_to_yaml(p) for n, p in spec.search.params.items()},
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in spec.objectives],
+        "sampler": {"name": spec.sampler.name, **spec.sampler.options},
+        "trials": spec.trials,
+        "workers": "auto" if spec.workers is None else spec.workers,
+        "gpus_per_worker": spec.gpus_per_worker,
+        "cpus_per_worker": spec.cpus_per_worker,
+        "train": {"epochs": spec.train.epochs, **spec.train.options},
+        "validate": {
+            "top_k": spec.validate.top_k,
+            "random_k": spec.validate.random_k,
+            "epochs": spec.validate.epochs,
+        },
+        "prune": prune,
+        "seed": spec.seed,
+        "max_attempts": spec.max_attempts,
+        "trial_timeout_s": spec.trial_timeout_s,
+        "device": spec.device,
+        "prefetch": spec.prefetch,
+    }
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """The spec as YAML text."""
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False)

@@ -1,0 +1,74 @@
+"""``pathsweep study status``: where a study stands, from its journal and its rows (no Ray)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from orchestrator.progress import format_params
+from orchestrator.rows import PHASE_RANDOM, PHASE_TOP
+from orchestrator.sink import read_trials
+from orchestrator.spec import StudySpec
+from orchestrator.studydir import open_storage
+
+
+def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name for t in trials)
+    lines = [
+        f"trials: {counts.get('COMPLETE', 0)}/{spec.trials} COMPLETE, "
+        f"{counts.get('FAIL', 0)} FAIL, {counts.get('RUNNING', 0)} RUNNING"
+    ]
+    if not counts.get("COMPLETE"):
+        return lines
+    if len(spec.objectives) == 1:
+        best = study.best_trial
+        lines.append(
+            f"best: {spec.metrics[0]}={best.values[0]:.6g} (trial {best.number}) "
+            f"{format_params(best.params, limit=120)}"
+        )
+    else:
+        front = study.best_trials
+        lines.append(f"Pareto front: {len(front)} trials ({', '.join(spec.metrics)})")
+    return lines
+
+
+def _row_lines(spec: StudySpec, out: Path) -> list[str]:
+    table = read_trials(out)
+    if not table.num_rows:
+        return ["rows: none yet"]
+    data = table.select(["phase", "state", "retry"]).to_pylist()
+    states = Counter(r["state"] for r in data)
+    retried = sum(1 for r in data if r["retry"])
+    lines = [
+        f"rows: {table.num_rows} ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
+        f"{retried} attempts retried)"
+    ]
+    planned = {PHASE_TOP: spec.validate.top_k, PHASE_RANDOM: spec.validate.random_k}
+    if any(planned.values()):
+        done = Counter(r["phase"] for r in data if r["state"] == "COMPLETE")
+        parts = [f"{phase} {done.get(phase, 0)}/{k}" for phase, k in planned.items() if k]
+        lines.append(f"validation: {', '.join(parts)} COMPLETE")
+    return lines
+
+
+def study_status(spec: StudySpec, out: Path, storage: str | None, run: dict[str, Any]) -> list[str]:
+    """Lines describing a study: trial counts, best value(s), rows, validation, last run."""
+    lines = [f"study {spec.study} in {out}"]
+    try:
+        study = optuna.load_study(study_name=spec.study, storage=open_storage(out, storage))
+        lines += _trial_lines(spec, study)
+    except KeyError:
+        lines.append("trials: the study has not started")
+    lines += _row_lines(spec, out)
+    runs = run.get("runs", [])
+    if runs:
+        last = runs[-1]
+        lines.append(
+            f"last run: {last.get('status')} (started {last.get('started_at')}, "
+            f"{'resume' if last.get('resume') else 'run'})"
+        )
+    return lines
