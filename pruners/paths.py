@@ -76,9 +76,17 @@ Step = Callable[[list[Any], Mapping[str, torch.Tensor], "_State"], None]
 class _State:
     """Running log of the normalization constants of one forward pass."""
 
-    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        device: torch.device,
+        directions: Mapping[str, torch.Tensor] | None = None,
+        count: bool = False,
+    ) -> None:
         self.log_scale = torch.zeros((), dtype=torch.float64, device=device)
         self.dtype = dtype
+        self.directions = directions
+        self.count = count
 
     def scale_bias(self, bias: torch.Tensor) -> torch.Tensor:
         """``bias / C`` for a bias entering after the cuts so far."""
@@ -193,14 +201,26 @@ class PathNetwork:
             out[name] = torch.ones_like(mag) if power == 0 else mag.pow(power)
         return out
 
-    def __call__(self, values: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> PathOutput:
+    def __call__(
+        self,
+        values: Mapping[str, torch.Tensor],
+        inputs: torch.Tensor,
+        directions: Mapping[str, torch.Tensor] | None = None,
+        *,
+        count: bool = False,
+    ) -> PathOutput:
         """Evaluate ``R(values) / C`` on a batch of non-negative ``inputs``.
 
         Args:
             values: non-negative path value for every name in :meth:`magnitudes`.
             inputs: non-negative input batch (e.g. ``torch.ones(1, *input_shape)``).
+            directions: inside ``torch.autograd.forward_ad.dual_level`` with a dual ``inputs``:
+                every Linear/Conv weight is moved along its direction (a bool mask; all ones
+                where absent) and the output's tangent is ``d/dt R(w + t · direction) / C``.
+                The direction is never materialized as a weight-sized tensor where it is all
+                ones: ``layer(x, ones)`` is a channel sum and a box filter.
         """
-        state = _State(inputs.dtype, inputs.device)
+        state = _State(inputs.dtype, inputs.device, directions)
         env: list[Any] = [None] * len(self._nodes)
         env[0] = inputs
         try:
@@ -285,12 +305,20 @@ class PathNetwork:
 
         def run(values: Mapping[str, torch.Tensor], state: _State, x: torch.Tensor) -> torch.Tensor:
             bias = state.scale_bias(values[b_name]) if use_bias and b_name else None
-            if isinstance(module, _LINEAR):
-                out = F.linear(x, values[w_name], bias)
-                self.positions[w_name] = out[0].numel() // out.shape[-1]
+            if state.count:
+                mask = (state.directions or {}).get(w_name)
+                out = (
+                    _ones_layer(module, x) if mask is None else _layer(module, x, mask.to(x.dtype))
+                )
+            elif state.directions is not None:
+                direction = state.directions.get(w_name)
+                out = _DirectedLayer.apply(x, values[w_name], direction, module)
+                if bias is not None:
+                    out = out + bias.view((-1,) + (1,) * (out.dim() - 2))
             else:
-                out = module._conv_forward(x, values[w_name], bias)  # type: ignore[operator]
-                self.positions[w_name] = out[0, 0].numel()
+                out = _layer(module, x, values[w_name], bias)
+            positions = out.shape[-1] if isinstance(module, _LINEAR) else out.shape[1]
+            self.positions[w_name] = out[0].numel() // positions
             return out
 
         return run
@@ -357,6 +385,75 @@ def path_network(model: nn.Module, *, bias_paths: bool = False) -> PathNetwork:
         cached = (signature, PathNetwork(model, bias_paths=bias_paths))
         entries[bias_paths] = cached
     return cached[1]
+
+
+def _layer(
+    module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    if isinstance(module, _LINEAR):
+        return F.linear(x, weight, bias)
+    return cast(torch.Tensor, module._conv_forward(x, weight, bias))  # type: ignore[operator]
+
+
+def _ones_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x, ones)`` without a weight-sized tensor of ones."""
+    if isinstance(layer, nn.Linear):
+        out = x.sum(-1, keepdim=True)
+        return out.expand(*out.shape[:-1], layer.out_features)
+    module = cast(nn.Conv2d, layer)
+    if module.groups != 1:
+        return _layer(module, x, torch.ones_like(module.weight, dtype=x.dtype))
+    # Every output channel sums all input channels over the kernel window: one box filter,
+    # which a sum-pooling computes faster than a convolution where the geometry allows it.
+    summed = x.sum(1, keepdim=True)
+    if _box_as_pooling(module):
+        out = F.avg_pool2d(
+            summed, module.kernel_size, module.stride, module.padding,  # type: ignore[arg-type]
+            count_include_pad=True, divisor_override=1,
+        )  # fmt: skip
+    else:
+        kernel = torch.ones((1, 1, *module.kernel_size), dtype=x.dtype, device=x.device)
+        out = cast(torch.Tensor, module._conv_forward(summed, kernel, None))
+    return out.expand(out.shape[0], module.out_channels, *out.shape[2:])
+
+
+def _box_as_pooling(module: nn.Conv2d) -> bool:
+    """Whether sum-pooling equals the convolution with a kernel of ones."""
+    if not isinstance(module, nn.Conv2d) or module.padding_mode != "zeros":
+        return False
+    if isinstance(module.padding, str) or tuple(module.dilation) != (1, 1):
+        return False
+    return all(2 * p <= k for p, k in zip(module.padding, module.kernel_size, strict=True))
+
+
+class _DirectedLayer(torch.autograd.Function):
+    """``layer(x, w)`` whose forward-mode derivative moves ``w`` along a direction too.
+
+    Tangent: ``layer(ẋ, w) + layer(x, direction)``; the direction (mask or all ones) is not
+    a dual tensor, so no weight-sized tangent is ever stored.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        direction: torch.Tensor | None,
+        module: nn.Module,
+    ) -> torch.Tensor:
+        ctx.save_for_forward(x, weight)
+        ctx.direction, ctx.module = direction, module
+        return _layer(module, x, weight)
+
+    @staticmethod
+    def jvp(ctx: Any, x_dot: torch.Tensor | None, *_: Any) -> torch.Tensor:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        direction = ctx.direction
+        if direction is None:
+            out = _ones_layer(ctx.module, x)
+        else:
+            out = _layer(ctx.module, x, direction.to(x.dtype))
+        return out if x_dot is None else out + _layer(ctx.module, x_dot, weight)
 
 
 def _noop(env: list[Any], values: Mapping[str, torch.Tensor], state: _State) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from pruners.masks import check_masks
 from pruners.paths import PathNetwork, path_network
-from pruners.scores import _weighted, trace_values
+from pruners.scores import trace_values
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,10 @@ def _trace_pass(
         # Read each gradient as soon as the backward pass has produced it, then free it: peak
         # memory holds one layer's gradient, not the whole model's.
         grad = cast(torch.Tensor, leaf.grad)
-        mask = masks.get(name)
-        terms[name] = _weighted(grad, mask, factors.get(name)).sum(dtype=torch.float64)
-        on_path = grad > 0
-        effective[name] = int((on_path if mask is None else on_path & mask).sum())
+        kept = grad if name not in masks else grad * masks[name]
+        factor = factors.get(name)
+        terms[name] = (kept if factor is None else kept * factor).sum(dtype=torch.float64)
+        effective[name] = int(torch.count_nonzero(kept))  # gradients are >= 0
         leaf.grad = None
 
     leaves = {n: v.requires_grad_() for n, v in values.items()}
@@ -150,7 +150,9 @@ def log_path_kernel_trace(
     """
     net, masks, inputs = _prepare(model, input_shape, masks, dtype)
     with torch.no_grad(), fwAD.dual_level():
-        out = net(_LazyValues(net, masks, inputs.dtype, _trace_dual), inputs)
+        dual_inputs = fwAD.make_dual(inputs, torch.zeros_like(inputs))
+        values = _LazyValues(net, masks, inputs.dtype, _trace_dual)
+        out = net(values, dual_inputs, directions=masks)
         tangent = fwAD.unpack_dual(out.output).tangent
     if tangent is None:  # no weight on any path
         return -math.inf
@@ -182,13 +184,18 @@ class _LazyValues(Mapping[str, torch.Tensor]):
 def _trace_dual(
     net: PathNetwork, name: str, mask: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``θ ⊙ θ ⊙ mask`` carrying the tangent ``mask ⊙ factor`` (see :func:`trace_values`)."""
-    raw = net.raw_values_of(name).to(dtype)
+    """``θ ⊙ θ ⊙ mask``; BatchNorm scales carry the tangent ``mask / (σ² + ε)``.
+
+    Linear/Conv weights get their direction from :class:`pruners.paths.PathNetwork` instead
+    (see its ``directions``), which never stores a weight-sized tangent.
+    """
+    raw = net.raw_values_of(name).detach().to(dtype)
     value = raw.square() if mask is None else raw.square() * mask
+    if not net.is_norm(name):
+        return value
+    module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
     tangent = torch.ones_like(value) if mask is None else mask.to(dtype)
-    if net.is_norm(name):
-        module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
-        tangent = tangent / (cast(torch.Tensor, module.running_var) + module.eps).to(dtype)
+    tangent = tangent / (cast(torch.Tensor, module.running_var) + module.eps).to(dtype)
     return fwAD.make_dual(value, tangent)
 
 
@@ -234,7 +241,11 @@ def path_kernel_stats(
     trace = _trace_pass(net, masks, inputs)
     # One set of path values at a time: peak memory stays that of the trace pass.
     log_l1 = _log_forward(net, _LazyValues(net, masks, inputs.dtype, _l1_value), inputs)
-    log_num_paths = _log_forward(net, _LazyValues(net, masks, inputs.dtype, _count_value), inputs)
+    with torch.no_grad():
+        counted = net(
+            _LazyValues(net, masks, inputs.dtype, _count_value), inputs, masks, count=True
+        )
+    log_num_paths = float(counted.log_sum())
     params = dict(model.named_parameters())
     weights = [n for n in net.weight_names if not net.is_norm(n)]
     counts = {n: int(masks[n].sum()) if n in masks else params[n].numel() for n in weights}
@@ -268,11 +279,9 @@ def _l1_value(
 def _count_value(
     net: PathNetwork, name: str, mask: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``w = mask``: ``R(w)`` counts the surviving paths."""
-    if mask is not None:
-        return mask.to(dtype)
-    shape = net.raw_values_of(name).shape
-    return torch.ones(shape, dtype=dtype, device=net.raw_values_of(name).device)
+    """BatchNorm scales are 1 when counting paths (Linear/Conv weights use their masks)."""
+    raw = net.raw_values_of(name)
+    return torch.ones(raw.shape, dtype=dtype, device=raw.device) if mask is None else mask.to(dtype)
 
 
 def _density(masks: Mapping[str, torch.Tensor]) -> float:
