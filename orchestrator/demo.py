@@ -16,7 +16,7 @@ DEMO_SPEC = """\
 study: demo-synflow-fc-digits
 model: {name: fc, width: 64, depth: 4}
 data: {name: digits}
-density: 0.02
+density: 0.05
 search:
   path_exponent: {low: 0.5, high: 3.0}
   score_exponent: {low: 0.0, high: 3.0}
@@ -28,7 +28,7 @@ objectives:
 sampler: tpe
 trials: 40
 workers: auto
-validate: {top_k: 3, random_k: 3, epochs: 5}
+validate: {top_k: 4, random_k: 4, epochs: 20}
 seed: 0
 """
 

@@ -174,7 +174,7 @@ def test_demo_end_to_end_with_report(
     phases = Counter((r["phase"], r["state"]) for r in rows)
     assert phases[("search", "COMPLETE")] == 8
     assert (
-        phases[("validate-top", "COMPLETE")] == 3 and phases[("validate-random", "COMPLETE")] == 3
+        phases[("validate-top", "COMPLETE")] == 4 and phases[("validate-random", "COMPLETE")] == 4
     )
     assert "study demo-synflow-fc-digits: 8 COMPLETE" in capsys.readouterr().out
     pytest.importorskip("analysis.cli")
