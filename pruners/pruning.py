@@ -8,6 +8,7 @@ Tanaka et al. (2020); sanity checks after Frankle et al. (2021).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -52,37 +53,48 @@ def keep_top(values: torch.Tensor, k: int) -> torch.Tensor:
 
     Deterministic and exact (not a ``>=`` threshold, which keeps every tied value).
     """
-    n = values.numel()
-    if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=values.device)
-    if k <= 0:
-        return torch.zeros(n, dtype=torch.bool, device=values.device)
-    if torch.isnan(values).any():
+    return keep_top_many([values], k)[0]
+
+
+def keep_top_many(values: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """:func:`keep_top` over several 1-D tensors taken as one, without concatenating them.
+
+    Ties go to lower indices in the order of ``values`` (then within each tensor).
+    """
+    n = sum(v.numel() for v in values)
+    if k >= n or k <= 0:
+        return [torch.full_like(v, k > 0, dtype=torch.bool) for v in values]
+    if any(bool(torch.isnan(v).any()) for v in values):
         raise FloatingPointError("scores contain NaN; cannot rank weights")
     threshold = _kth_largest(values, k)
-    keep = values > threshold
-    need = k - int(keep.sum())
-    tied = torch.nonzero(values == threshold).flatten()[:need]
-    keep[tied] = True
+    keep = [v > threshold for v in values]
+    need = k - sum(int(kp.sum()) for kp in keep)
+    for v, kp in zip(values, keep, strict=True):
+        if need <= 0:
+            break
+        tied = torch.nonzero(v == threshold).flatten()[:need]
+        kp[tied] = True
+        need -= tied.numel()
     return keep
 
 
-def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+def _kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
     """The k-th largest value, exactly; a sampled band avoids a full selection when large."""
-    n = values.numel()
-    if n >= _BAND_SELECT_MIN and values.is_floating_point():
+    n = sum(v.numel() for v in values)
+    if n >= _BAND_SELECT_MIN and all(v.is_floating_point() for v in values):
         step = max(1, n // 65_536)
-        sample = values[::step].float()
+        sample = torch.cat([v[::step].float() for v in values])
         q = 1.0 - k / n
         width = 4.0 / sample.numel() ** 0.5 + 1e-9
-        probs = torch.tensor([min(1.0, q + width), max(0.0, q - width)], device=values.device)
-        hi, lo = torch.quantile(sample, probs).to(values.dtype)
-        above = int((values > hi).sum())
+        probs = torch.tensor([min(1.0, q + width), max(0.0, q - width)], device=sample.device)
+        hi, lo = torch.quantile(sample, probs).to(values[0].dtype)
+        above = sum(int((v > hi).sum()) for v in values)
         if above < k:
-            band = values[(values <= hi) & (values >= lo)]
+            band = torch.cat([v[(v <= hi) & (v >= lo)] for v in values])
             if above + band.numel() >= k:
                 return torch.kthvalue(band, band.numel() - (k - above) + 1).values
-    return torch.kthvalue(values, n - k + 1).values
+    flat = torch.cat(values)
+    return torch.kthvalue(flat, n - k + 1).values
 
 
 def select(
@@ -118,17 +130,15 @@ def select(
 def _select_group(
     scores: list[torch.Tensor], masks: list[torch.Tensor], k: int
 ) -> list[torch.Tensor]:
-    flat_masks = torch.cat([m.flatten() for m in masks])
-    alive = torch.nonzero(flat_masks).flatten()
-    flat_scores = torch.cat([s.detach().flatten().to(scores[0].dtype) for s in scores])
-    keep_alive = keep_top(flat_scores[alive], min(k, alive.numel()))
-    new_flat = torch.zeros_like(flat_masks)
-    new_flat[alive[keep_alive]] = True
-    out, start = [], 0
-    for m in masks:
-        out.append(new_flat[start : start + m.numel()].view_as(m))
-        start += m.numel()
-    return out
+    # Pruned weights rank below every survivor, so they are never revived.
+    dtype = scores[0].dtype
+    alive = sum(int(m.sum()) for m in masks)
+    ranked = [
+        s.detach().flatten().to(dtype).masked_fill(~m.flatten(), -math.inf)
+        for s, m in zip(scores, masks, strict=True)
+    ]
+    kept = keep_top_many(ranked, min(k, alive))
+    return [kp.view_as(m) for kp, m in zip(kept, masks, strict=True)]
 
 
 def _context(

@@ -147,7 +147,11 @@ class Scorer:
 def _masked_values(
     base: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    return {n: base[n] * masks[n] if n in masks else base[n] for n in base}
+    # torch.where reads the bool mask as is; ``base * mask`` would first copy it to floats.
+    return {
+        n: torch.where(masks[n], base[n], base[n].new_zeros(())) if n in masks else base[n]
+        for n in base
+    }
 
 
 def synflow_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
@@ -167,24 +171,15 @@ def synflow_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scor
     leaves = [values[n] for n in ctx.names if n in values]
     grads = torch.autograd.grad(out.output.sum(), leaves, allow_unused=True)
     by_name = dict(zip([n for n in ctx.names if n in values], grads, strict=True))
-    mags = net.magnitudes()
+    factors = ctx.base_values(knobs.score_exponent)  # |θ|^a, cached across rounds
     scores = {}
     for name in ctx.names:
         grad = by_name.get(name)
         if grad is None:
             scores[name] = torch.zeros_like(ctx.parameters[name], dtype=ctx.compute_dtype)
-            continue
-        factor = _power(mags[name].detach().to(grad.dtype), knobs.score_exponent)
-        scores[name] = factor * grad
+        else:
+            scores[name] = grad if knobs.score_exponent == 0 else factors[name] * grad
     return scores
-
-
-def _power(x: torch.Tensor, exponent: float) -> torch.Tensor:
-    if exponent == 0:
-        return torch.ones_like(x)
-    if exponent == 1:
-        return x
-    return x.pow(exponent)
 
 
 def trace_values(
