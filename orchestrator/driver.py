@@ -137,10 +137,12 @@ def plan_workers(spec: StudySpec, resources: Mapping[str, float], needed: int) -
     """Number of actors and GPUs per actor.
 
     ``workers: auto`` = one actor per GPU (``1 / gpus_per_worker`` per GPU), or one per CPU core
-    when the cluster has no GPU; never more actors than there is work for.
+    when the cluster has no GPU; never more actors than there is work for. With
+    ``device: cuda`` actors always ask for GPUs, even before any GPU node has joined: on an
+    autoscaling cluster the waiting actors are what makes the autoscaler start GPU nodes.
     """
     gpus = float(resources.get("GPU", 0.0))
-    per_gpu = spec.gpus_per_worker if gpus > 0 else 0.0
+    per_gpu = spec.gpus_per_worker if gpus > 0 or spec.device == "cuda" else 0.0
     if spec.workers is not None:
         count = spec.workers
     elif per_gpu > 0:

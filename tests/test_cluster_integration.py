@@ -5,7 +5,7 @@
   names the lost node, its trial is retried on the survivor, and the study finishes there (the
   replacement actor cannot be placed: no free GPU), every trial COMPLETE exactly once.
 - ``ray start --head`` on loopback with the dashboard, then ``ray job submit --working-dir .
-  -- pathsweep study run ...`` exactly as docs/cluster.md tells users: the job succeeds and the
+  -- pathsweep study run ...`` exactly as README.md ("Run on a cluster") tells users: the job succeeds and the
   Parquet rows are in ``OUT/trials/``.
 
 An unreachable ``--address`` (a dead head: nothing listens on its port) is covered by
@@ -329,8 +329,8 @@ def test_study_submitted_through_the_jobs_api_writes_parquet_where_the_docs_say(
 ) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(JOB_SPEC, encoding="utf-8")
-    out = tmp_path / "runs" / "jobs-api"  # absolute, as docs/cluster.md asks
-    # docs/cluster.md, "Submit a study": from the repository root, the working copy uploaded.
+    out = tmp_path / "runs" / "jobs-api"  # absolute, as README.md asks
+    # README.md, "Submit a study": from the repository root, the working copy uploaded.
     submit = [
         str(BIN / "ray"), "job", "submit", "--address", loopback_head.dashboard,
         "--working-dir", ".", "--",

@@ -75,6 +75,12 @@ def test_plan_workers_one_per_gpu_or_cpu() -> None:
     assert plan_workers(small_spec(workers=5), {"CPU": 2.0}, 100) == (5, 0.0)
 
 
+def test_plan_workers_asks_for_gpus_before_gpu_nodes_join_when_device_is_cuda() -> None:
+    # An autoscaling cluster shows no GPU until the waiting GPU actors make it start nodes.
+    assert plan_workers(small_spec(workers=4, device="cuda"), {"CPU": 0.0}, 100) == (4, 1.0)
+    assert plan_workers(small_spec(workers=4, device="auto"), {"CPU": 0.0}, 100) == (4, 0.0)
+
+
 def _frozen(number: int, values: list[float]) -> optuna.trial.FrozenTrial:
     return optuna.trial.create_trial(values=values, params={}, distributions={})  # type: ignore[return-value]
 
