@@ -199,11 +199,19 @@ def trace_values(
         values[name] = raw.to(dtype).square()
         if name in masks:
             values[name] = values[name] * masks[name]
-        if net.is_norm(name):
-            module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
-            running_var = cast(torch.Tensor, module.running_var)
-            factors[name] = (1.0 / (running_var + module.eps)).to(dtype).detach()
+        factor = trace_factor(net, name, dtype)
+        if factor is not None:
+            factors[name] = factor
     return values, factors
+
+
+def trace_factor(net: PathNetwork, name: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """``1 / (σ² + ε)`` for a BatchNorm scale (see :func:`trace_values`); None for weights."""
+    if not net.is_norm(name):
+        return None
+    module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
+    running_var = cast(torch.Tensor, module.running_var)
+    return (1.0 / (running_var + module.eps)).to(dtype).detach()
 
 
 def pk_preserve_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:

@@ -22,7 +22,7 @@ from torch import nn
 
 from pruners.masks import check_masks
 from pruners.paths import PathNetwork, path_network
-from pruners.scores import trace_values
+from pruners.scores import trace_factor, trace_values
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,9 @@ def _trace_pass(
         leaf.register_post_accumulate_grad_hook(functools.partial(consume, name))
     out = net(leaves, inputs)
     out.output.sum().backward(inputs=list(leaves.values()))
+    for name in leaves:  # weights on no path from the input get no gradient
+        terms.setdefault(name, torch.zeros((), dtype=torch.float64))
+        effective.setdefault(name, 0)
     return _TracePass(float(out.log_sum().detach()), float(out.log_scale), terms, effective)
 
 
@@ -193,11 +196,10 @@ def _trace_dual(
     """
     raw = net.raw_values_of(name).detach().to(dtype)
     value = raw.square() if mask is None else raw.square() * mask
-    if not net.is_norm(name):
+    factor = trace_factor(net, name, dtype)
+    if factor is None:
         return value
-    module = cast(nn.BatchNorm2d, net.model.get_submodule(name.rpartition(".")[0]))
-    tangent = torch.ones_like(value) if mask is None else mask.to(dtype)
-    tangent = tangent / (cast(torch.Tensor, module.running_var) + module.eps).to(dtype)
+    tangent = factor.expand_as(value) if mask is None else mask.to(dtype) * factor
     return fwAD.make_dual(value, tangent)
 
 
