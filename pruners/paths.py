@@ -219,8 +219,10 @@ class PathNetwork:
                 where absent) and the output's tangent is ``d/dt R(w + t · direction) / C``.
                 The direction is never materialized as a weight-sized tensor where it is all
                 ones: ``layer(x, ones)`` is a channel sum and a box filter.
+            count: use the ``directions`` (all ones where absent) as the Linear/Conv path
+                values instead of ``values``, so that ``R`` counts the surviving paths.
         """
-        state = _State(inputs.dtype, inputs.device, directions)
+        state = _State(inputs.dtype, inputs.device, directions, count)
         env: list[Any] = [None] * len(self._nodes)
         env[0] = inputs
         try:

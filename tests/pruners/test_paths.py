@@ -574,3 +574,20 @@ class _RawParameter(nn.Module):
 def test_unsupported_models_raise_value_error(model: nn.Module, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PathNetwork(model)
+
+
+def test_count_mode_uses_the_masks_as_weights_without_reading_values() -> None:
+    """``count=True`` counts paths from the masks alone (no weight-sized tensor of ones)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)
+    )
+    net = PathNetwork(model)
+    masks = {"0.weight": torch.rand(3, 1, 3, 3) > 0.5}
+    ones = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        counted = net({}, ones, masks, count=True)  # no values: the masks are the weights
+        explicit = net(
+            {"0.weight": masks["0.weight"].double(), "3.weight": torch.ones(2, 48).double()}, ones
+        )
+    assert float(counted.log_sum()) == pytest.approx(float(explicit.log_sum()), rel=1e-12)
