@@ -76,15 +76,12 @@ class ScoreContext:
     synflow: SynFlowParams = field(default_factory=SynFlowParams)
     seed: int = 0
     dtype: torch.dtype | None = None
-    _networks: dict[bool, PathNetwork] = field(default_factory=dict, repr=False)
     _base: dict[float, Scores] = field(default_factory=dict, repr=False)
     _rounds: int = 0
 
     def network(self, bias_paths: bool) -> PathNetwork:
-        """The model's path network, traced on first use."""
-        if bias_paths not in self._networks:
-            self._networks[bias_paths] = path_network(self.model, bias_paths=bias_paths)
-        return self._networks[bias_paths]
+        """The model's path network (traced on first use and cached by :func:`path_network`)."""
+        return path_network(self.model, bias_paths=bias_paths)
 
     def base_values(self, power: float) -> Scores:
         """Cached ``|θ|^power`` of every path parameter (bias paths included)."""
