@@ -137,7 +137,9 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         options["address"] = address
     else:
         _source_on_pythonpath()
-        options.update(include_dashboard=False, num_cpus=num_cpus)
+        # "local" always starts a private instance: a bare ray.init() would join any cluster
+        # recorded on this machine (`ray start`, ray.cluster_utils), a stranger's included.
+        options.update(address="local", include_dashboard=False, num_cpus=num_cpus)
     _init_with_watchdog(INIT_TIMEOUT_S if address else 120.0, **options)
     try:
         yield
