@@ -8,6 +8,7 @@ Imports neither ray nor optuna.
 
 from __future__ import annotations
 
+from pruners.attach import attach_masks, attached_masks, detach_masks
 from pruners.data import DATASETS, Dataset, PruneSample, load_dataset, prune_sample
 from pruners.masks import (
     Masks,
@@ -44,8 +45,11 @@ __all__ = [
     "TrainResult",
     "__version__",
     "apply_masks",
+    "attach_masks",
+    "attached_masks",
     "build_model",
     "density",
+    "detach_masks",
     "layer_densities",
     "load_dataset",
     "load_masks",

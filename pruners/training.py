@@ -6,9 +6,10 @@ linearized gradient flow the NTK's eigenvalues set the convergence rates). This 
 that speed on real training runs: the per-epoch train loss, the area under the train-loss curve
 and the number of epochs to reach a loss threshold, besides test accuracy.
 
-Pruned weights stay exactly zero throughout: their gradients are zeroed before each step and the
-masks are re-applied after each step, so neither momentum nor weight decay (nor Adam's moment
-estimates) can bring them back.
+Pruned weights stay exactly zero throughout: the masks are attached with
+:func:`pruners.attach.attach_masks` (``torch.nn.utils.prune``: ``weight = weight_orig *
+weight_mask``), so neither momentum nor weight decay (nor Adam's moment estimates) can bring them
+back, and made permanent with :func:`pruners.attach.detach_masks` before the model is returned.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from scipy.integrate import trapezoid
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from pruners.masks import apply_masks
+from pruners.attach import attach_masks, detach_masks
+from pruners.masks import check_masks
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "constant")
@@ -310,16 +312,6 @@ def _evaluate_tensors(
     return float(loss_sum) / n, int(correct) / n
 
 
-def _device_masks(
-    model: nn.Module, masks: Mapping[str, Tensor]
-) -> list[tuple[nn.Parameter, Tensor]]:
-    params = dict(model.named_parameters())
-    return [
-        (params[name], mask.to(device=params[name].device, dtype=params[name].dtype))
-        for name, mask in masks.items()
-    ]
-
-
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -345,7 +337,6 @@ def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterator[tuple[Tensor, Tensor]],
-    masks: list[tuple[nn.Parameter, Tensor]],
     device: torch.device,
 ) -> float:
     """One pass over the batches; returns the mean batch loss (may be NaN or inf)."""
@@ -356,14 +347,8 @@ def _train_epoch(
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        with torch.no_grad():
-            for param, mask in masks:
-                if param.grad is not None:
-                    param.grad.mul_(mask)  # pruned weights get no gradient ...
-            optimizer.step()
-            for param, mask in masks:
-                param.mul_(mask)  # ... and momentum / weight decay cannot revive them
+        loss.backward()  # attached masks: pruned weights get exactly zero gradient
+        optimizer.step()
         loss_sum += loss.detach().double()
         n_batches += 1
     return float(loss_sum) / max(n_batches, 1)
@@ -379,7 +364,8 @@ def train(
 
     The caller's model is never changed: a deep copy is masked (pruned weights set to zero),
     moved to ``config.device`` and trained with cross-entropy. Pruned weights stay exactly zero
-    (gradients zeroed, masks re-applied after every optimizer step). Batches are reshuffled each
+    (the masks are attached with ``torch.nn.utils.prune``, see :func:`pruners.attach.attach_masks`,
+    and made permanent before returning). Batches are reshuffled each
     epoch by a generator seeded with ``config.seed``, and torch's global RNG is seeded inside a
     forked RNG state, so a CPU run is bit-for-bit reproducible and the caller's RNG state is left
     untouched. GPU runs are reproducible only as far as cuDNN/cuBLAS kernels are.
@@ -392,7 +378,8 @@ def train(
         config: the training settings. ``epochs=0`` only evaluates the masked network.
 
     Returns:
-        ``(trained_copy, result)``; the copy is on the training device, in eval mode.
+        ``(trained_copy, result)``; the copy is on the training device, in eval mode, with plain
+        parameters (no masks attached) that are exactly zero where pruned.
 
     Raises:
         FloatingPointError: an epoch's mean train loss is NaN or infinite (names the epoch).
@@ -400,13 +387,16 @@ def train(
     """
     start = time.perf_counter()
     device = resolve_device(config.device)
-    net = copy.deepcopy(model)
     if masks is not None:
-        apply_masks(net, masks)
-    net.to(device)
-    device_masks = _device_masks(net, masks) if masks is not None else []
-    with _seeded_rng(config.seed, device):
-        curves = _fit(net, device_masks, dataset, config, device)
+        check_masks(model, masks)  # before any copy or device transfer
+    net = copy.deepcopy(model).to(device)
+    if masks is not None:
+        attach_masks(net, masks)
+    try:
+        with _seeded_rng(config.seed, device):
+            curves = _fit(net, dataset, config, device)
+    finally:
+        detach_masks(net)
     if config.epochs > 0:  # the last epoch already evaluated the returned model
         test_loss, test_acc = curves[1][-1], curves[2][-1]
     else:
@@ -435,7 +425,6 @@ def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
 
 def _fit(
     net: nn.Module,
-    masks: list[tuple[nn.Parameter, Tensor]],
     dataset: SupervisedData,
     config: TrainConfig,
     device: torch.device,
@@ -452,7 +441,7 @@ def _fit(
     test_acc: list[float] = []
     for epoch in range(1, config.epochs + 1):
         batches = _batches(inputs, labels, config.batch_size, device, generator)
-        loss = _train_epoch(net, optimizer, batches, masks, device)
+        loss = _train_epoch(net, optimizer, batches, device)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"train loss must stay finite, but epoch {epoch} of {config.epochs} has mean "
