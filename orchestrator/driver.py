@@ -40,6 +40,7 @@ from optuna.trial import TrialState
 
 from orchestrator import rows as R
 from orchestrator.errors import SetupError
+from orchestrator.maskstore import store_masks
 from orchestrator.progress import BaseView, format_params
 from orchestrator.samplers import make_sampler
 from orchestrator.selection import BestTracker, select_validation
@@ -420,6 +421,8 @@ class StudyDriver:
             row.update(result.metrics)
             row.update(result.timings)
             row["device"] = result.device or row["device"]
+            if result.masks is not None:  # stored before the row, so its path never dangles
+                row["masks_path"] = store_masks(self.out, result.masks, result.masks_key or "")
         return row
 
     def _objective_values(self, metrics: Mapping[str, Any]) -> tuple[list[float], str | None]:

@@ -4,6 +4,13 @@ Example::
 
     pathsweep prune --model fc --data digits --pruner synflow-l2 --density 0.01 \\
         --iterations 100 --train-epochs 5 --json
+
+A study's trial, retrained or exported (its saved masks are used when the study kept them)::
+
+    pathsweep prune --from-study runs/s1 --trial 12 --train-epochs 20 --save-masks t12.safetensors
+
+The work is :func:`orchestrator.trial.run_trial`, the function every study trial runs (same
+seeding, same options); this module only turns arguments into its config and formats its result.
 """
 
 from __future__ import annotations
@@ -12,11 +19,9 @@ import argparse
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import torch
 import yaml
 
 
@@ -49,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-exponent", type=float, default=None, help="SynFlow-family a")
     p.add_argument("--input", default=None, help="SynFlow-family input: ones | data-mean")
     p.add_argument("--dense-classifier", action="store_true", help="never prune the classifier")
+    p.add_argument("--include-bias", action="store_true", help="also prune biases")
+    p.add_argument("--include-norm", action="store_true", help="also prune normalization scales")
     p.add_argument("--per-class", type=int, default=10, help="prune sample size per class")
     p.add_argument("--train-epochs", type=int, default=0, help="train the pruned net N epochs")
     p.add_argument("--optimizer", default="sgd", help="sgd | adam")
@@ -58,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-masks", default=None, help="write masks (.pt or .safetensors)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--from-study",
+        default=None,
+        metavar="DIR",
+        help="take the configuration of a study's trial (with --trial); uses its saved masks",
+    )
+    p.add_argument("--trial", type=int, default=None, help="Optuna trial number (--from-study)")
     return p
 
 
@@ -71,64 +85,182 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Do the work of ``pathsweep prune`` and return the result as a flat dict."""
-    import pruners
-    from pruners.training import TrainConfig, resolve_device
+#: Flags that define the configuration; a study's trial brings its own.
+_CONFIG_FLAGS = (
+    "model",
+    "option",
+    "data",
+    "data_root",
+    "download",
+    "pruner",
+    "density",
+    "iterations",
+    "schedule",
+    "scope",
+    "path_exponent",
+    "score_exponent",
+    "input",
+    "dense_classifier",
+    "include_bias",
+    "include_norm",
+    "per_class",
+    "seed",
+)
+#: Training flags: from a study they override its train options only when given.
+_TRAIN_FLAGS = {"optimizer": "optimizer", "lr": "lr", "batch_size": "batch_size"}
+
+
+def _train_options(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    defaults = build_parser()
+    options = dict(base)
+    for flag, option in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value != defaults.get_default(flag) or option not in options:
+            options[option] = value
+    return options
+
+
+def trial_config(args: argparse.Namespace) -> Any:
+    """The :class:`orchestrator.trial.TrialConfig` that ``args`` describe."""
+    from orchestrator.spec import DataSpec, ModelSpec, PruneSpec
+    from orchestrator.trial import TrialConfig
 
     if args.iterations < 1:
         raise ValueError(f"--iterations >= 1 must hold, but got {args.iterations}")
     if args.train_epochs < 0:
         raise ValueError(f"--train-epochs >= 0 must hold, but got {args.train_epochs}")
-    train_cfg = TrainConfig(
-        epochs=args.train_epochs,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        batch_size=args.batch_size,
+    if args.trial is not None or args.from_study is not None:
+        return _study_trial_config(args)
+    params = {
+        "pruner": args.pruner,
+        "density": args.density,
+        "iterations": args.iterations,
+        "schedule": args.schedule,
+        "scope": args.scope,
+        # None: the scorer's own (SynFlow preset) value; pruners.prune refuses them elsewhere
+        "path_exponent": args.path_exponent,
+        "score_exponent": args.score_exponent,
+        "input": args.input,
+    }
+    return TrialConfig(
+        study="prune",
+        number=0,
+        attempt=0,
+        phase="search",
+        params=params,
+        model=ModelSpec(args.model, _options(args.option)),
+        data=DataSpec(args.data, args.data_root, args.download),
+        prune=PruneSpec(
+            dense_classifier=args.dense_classifier,
+            include_bias=args.include_bias,
+            include_norm=args.include_norm,
+            sample_per_class=args.per_class,
+        ),
+        train_epochs=args.train_epochs,
+        train_options=_train_options(args, {}),
         seed=args.seed,
         device=args.device,
+        keep_masks=args.save_masks is not None,
     )
-    device = resolve_device(args.device)
-    data = pruners.load_dataset(args.data, root=args.data_root, download=args.download)
-    torch.manual_seed(args.seed)
-    model = pruners.build_model(
-        args.model, data.input_shape, data.num_classes, **_options(args.option)
-    ).to(device)
-    sample = pruners.prune_sample(data, per_class=args.per_class, seed=args.seed)
-    start = time.perf_counter()
-    masks = pruners.prune(
-        model,
-        args.pruner,
-        args.density,
-        args.iterations,
-        args.schedule,
-        args.scope,
-        input_shape=data.input_shape,
-        sample=sample,
-        path_exponent=args.path_exponent,
-        score_exponent=args.score_exponent,
-        input=args.input,
-        dense_classifier=args.dense_classifier,
-        seed=args.seed,
-    )
-    prune_s = time.perf_counter() - start
-    stats = pruners.path_kernel_stats(model, data.input_shape, masks)
-    result: dict[str, Any] = {
-        "model": args.model,
-        "data": args.data,
-        "pruner": args.pruner,
-        "iterations": args.iterations,
-        "seed": args.seed,
-        "prune_s": prune_s,
-        **stats.metrics(),
+
+
+def _study_trial_config(args: argparse.Namespace) -> Any:
+    """The configuration of trial ``--trial`` of study ``--from-study``, from its rows."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from orchestrator.rows import PHASE_SEARCH, param_column
+    from orchestrator.sink import read_trials
+    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.studydir import SPEC_FILE
+    from orchestrator.trial import make_config
+
+    if args.from_study is None or args.trial is None:
+        raise ValueError("--from-study DIR and --trial N must be given together")
+    defaults = build_parser()
+    for flag in _CONFIG_FLAGS:
+        if getattr(args, flag) != defaults.get_default(flag):
+            raise ValueError(
+                f"--{flag.replace('_', '-')} cannot be combined with --from-study: the trial's "
+                f"own configuration is used"
+            )
+    out = Path(args.from_study)
+    if not (out / SPEC_FILE).is_file():
+        raise ValueError(f"--from-study must be a study directory with {SPEC_FILE}: {str(out)!r}")
+    try:
+        spec = load_spec(out / SPEC_FILE)
+    except SpecError as err:
+        raise ValueError(f"--from-study {str(out)!r}: {err}") from err
+    rows = [
+        row
+        for row in read_trials(out).to_pylist()
+        if row.get("phase") == PHASE_SEARCH
+        and row.get("optuna_number") == args.trial
+        and row.get("state") == "COMPLETE"
+    ]
+    if not rows:
+        raise ValueError(f"--trial {args.trial}: study {str(out)!r} has no COMPLETE search trial")
+    row = max(rows, key=lambda r: r["attempt"])
+    skip = {param_column("model"), param_column("dataset")}
+    params = {
+        name[len(param_column("")) :]: value
+        for name, value in row.items()
+        if name.startswith(param_column("")) and name not in skip
     }
-    if args.train_epochs > 0:
-        _, trained = pruners.train(model, masks, data, train_cfg)
-        result.update(trained.metrics())
+    masks_file = None
+    if row.get("masks_path"):
+        masks_file = str(out / row["masks_path"])
+        if not Path(masks_file).is_file():
+            raise ValueError(
+                f"--trial {args.trial}: its masks file {row['masks_path']!r} is missing from "
+                f"{str(out)!r}"
+            )
+    config = make_config(
+        spec, args.trial, 0, params, train_epochs=args.train_epochs, masks_file=masks_file
+    )
+    return replace(
+        config,
+        study=spec.study,
+        train_options=_train_options(args, dict(config.train_options)),
+        device=args.device,
+        keep_masks=args.save_masks is not None,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Do the work of ``pathsweep prune`` (one :func:`run_trial`) and return it as a flat dict."""
+    from orchestrator.trial import run_trial
+
+    config = trial_config(args)
+    trial = run_trial(config)
+    params = trial.params
+    result: dict[str, Any] = {}
+    if args.from_study is not None:
+        result.update(study=config.study, trial=config.number, masks_from=config.masks_file)
+    result.update(
+        {
+            "model": config.model.name,
+            "data": config.data.name,
+            "pruner": params["pruner"],
+            "iterations": params["iterations"],
+            "seed": config.seed,
+            "prune_s": trial.timings["time_prune_s"],
+        }
+    )
+    result.update(
+        {k: v for k, v in trial.metrics.items() if k not in _TRIAL_ONLY and k != "train_epochs"}
+    )
     if args.save_masks:
-        pruners.save_masks(masks, args.save_masks)
+        import pruners
+
+        assert trial.masks is not None  # keep_masks was set
+        pruners.save_masks(trial.masks, args.save_masks)
         result["masks_path"] = args.save_masks
     return result
+
+
+#: Columns of a study row that the command does not print (per-layer JSON maps).
+_TRIAL_ONLY = ("layer_density", "layer_trace_share")
 
 
 def _print_table(result: dict[str, Any]) -> None:

@@ -67,6 +67,8 @@ TRAIN_TYPES: dict[str, pa.DataType] = {
     "test_loss_curve": pa.list_(pa.float64()),
     "test_accuracy_curve": pa.list_(pa.float64()),
 }
+#: Path of the trial's masks file, relative to the study directory (``save_masks: true``).
+MASK_COLUMNS: dict[str, pa.DataType] = {"masks_path": pa.string()}
 #: Where the time of one trial went (seconds), measured inside the worker.
 TIMING_COLUMNS = ("time_data_s", "time_model_s", "time_prune_s", "time_stats_s", "time_train_s")
 
@@ -109,6 +111,8 @@ def declared_schema(spec: StudySpec) -> pa.Schema:
     columns.update({name: pa.float64() for name in TIMING_COLUMNS})
     if spec.train.epochs > 0 or spec.validate.top_k + spec.validate.random_k > 0:
         columns.update(TRAIN_TYPES)
+    if spec.save_masks:
+        columns.update(MASK_COLUMNS)
     return pa.schema(list(columns.items()))
 
 

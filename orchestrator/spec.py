@@ -170,6 +170,8 @@ class StudySpec:
         device: ``auto`` (CUDA where the actor holds a GPU), ``cpu`` or ``cuda``.
         prefetch: trials queued per actor behind the running one; hides the driver's
             ask/tell time (0: the sampler sees every result before the next ask).
+        save_masks: keep each trial's masks under ``OUT/masks/`` (safetensors, one file per
+            distinct configuration) and name the file in the row's ``masks_path`` column.
     """
 
     study: str
@@ -190,6 +192,7 @@ class StudySpec:
     trial_timeout_s: float | None = None
     device: str = "auto"
     prefetch: int = 1
+    save_masks: bool = False
 
     @property
     def directions(self) -> list[str]:
@@ -521,6 +524,7 @@ def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
         trial_timeout_s=_timeout(raw.get("trial_timeout_s")),
         device=_str(raw.get("device", "auto"), "device", DEVICES),
         prefetch=_int(raw.get("prefetch", 1), "prefetch", 0),
+        save_masks=_bool(raw.get("save_masks", False), "save_masks"),
     )
     check_grid(spec)
     return spec
@@ -644,6 +648,7 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "trial_timeout_s": spec.trial_timeout_s,
         "device": spec.device,
         "prefetch": spec.prefetch,
+        "save_masks": spec.save_masks,
     }
 
 

@@ -11,11 +11,13 @@ worker loads its dataset once.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import STAT_METRICS, DataSpec, ModelSpec, PruneSpec, StudySpec
@@ -45,6 +47,9 @@ class TrialConfig:
         train_options: further ``pruners.TrainConfig`` fields.
         seed: seeds the model's initialization, the prune sample and the training.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``; workers pass the device they hold.
+        keep_masks: return the masks in :attr:`TrialResult.masks` (spec ``save_masks: true``).
+        masks_file: load the masks from this file (written by ``pruners.save_masks``) instead
+            of pruning; used to retrain or export a study's trial.
     """
 
     study: str
@@ -59,6 +64,30 @@ class TrialConfig:
     train_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    keep_masks: bool = False
+    masks_file: str | None = None
+
+    def masks_key(self) -> str:
+        """Content hash of everything that determines this trial's masks (16 hex digits).
+
+        The model, the dataset (name, seed and options; not where it is stored), the
+        ``prune`` options, the pruning parameters and the seed: attempts, retries and
+        validation runs of one configuration share the key, different configurations never do.
+        """
+        content = {
+            "model": {"name": self.model.name, "options": dict(self.model.options)},
+            "data": {"name": self.data.name, "options": dict(self.data.options)},
+            "prune": {
+                "dense_classifier": self.prune.dense_classifier,
+                "include_bias": self.prune.include_bias,
+                "include_norm": self.prune.include_norm,
+                "sample_per_class": self.prune.sample_per_class,
+            },
+            "params": dict(self.params),
+            "seed": self.seed,
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -71,12 +100,16 @@ class TrialResult:
             as lists).
         timings: seconds spent loading data, building, pruning, measuring and training.
         device: the device the trial ran on.
+        masks: the trial's masks (CPU bool tensors) when the config asked to keep them.
+        masks_key: :meth:`TrialConfig.masks_key` of the trial, with ``masks``.
     """
 
     params: Mapping[str, Any]
     metrics: Mapping[str, Any]
     timings: Mapping[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    masks: Mapping[str, Any] | None = None
+    masks_key: str | None = None
 
 
 TrialFn = Callable[[TrialConfig], TrialResult]
@@ -115,6 +148,7 @@ def make_config(
     *,
     phase: str = "search",
     train_epochs: int | None = None,
+    masks_file: str | None = None,
 ) -> TrialConfig:
     """The :class:`TrialConfig` of one attempt of a study's trial."""
     return TrialConfig(
@@ -130,6 +164,8 @@ def make_config(
         train_options=dict(spec.train.options),
         seed=spec.seed,
         device=spec.device,
+        keep_masks=spec.save_masks,
+        masks_file=masks_file,
     )
 
 
@@ -159,38 +195,39 @@ def _cached_sample(dataset: Any, per_class: int, seed: int) -> Any:
     return pruners.prune_sample(dataset, per_class=per_class, seed=seed)
 
 
-def resolve_device(device: str) -> str:
-    """``"auto"`` → ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def run_trial(config: TrialConfig) -> TrialResult:
     """Prune, measure and (optionally) train one configuration.
 
     Steps: load the dataset (cached), seed and build the model, prune it with
     ``pruners.prune``, measure ``pruners.path_kernel_stats`` of the pruned network at
     initialization (the data-free objectives of Gebhart, Saxena, Schrater 2021), and train it
-    for ``config.train_epochs`` epochs when that is positive.
+    for ``config.train_epochs`` epochs when that is positive. With ``config.masks_file`` the
+    masks are loaded from that file instead of pruning. ``pathsweep prune`` runs this same
+    function.
 
     Raises:
+        ValueError: bad training options or device, before any work is done.
         Exception: whatever pruning, statistics or training raise (the driver records it as
             a FAIL row with the error text).
     """
     import pruners
+    from pruners.training import resolve_device
 
     timings: dict[str, float] = {}
-    device = resolve_device(config.device)
+    device = str(resolve_device(config.device))
+    train_config = pruners.TrainConfig(
+        epochs=config.train_epochs, seed=config.seed, device=device, **config.train_options
+    )
     start = time.perf_counter()
     dataset = load_data(config.data, config.seed)
     sample = _cached_sample(dataset, config.prune.sample_per_class, config.seed)
     timings["time_data_s"] = _lap(start)
     model = _build(config, dataset, device)
     timings["time_model_s"] = _lap(start, timings)
-    masks = _prune(config, model, dataset, sample, device)
+    if config.masks_file is None:
+        masks = _prune(config, model, dataset, sample, device)
+    else:
+        masks = _load_masks(config.masks_file, model)
     timings["time_prune_s"] = _lap(start, timings)
     stats = pruners.path_kernel_stats(model, input_shape=dataset.input_shape, masks=masks)
     metrics: dict[str, Any] = dict(stats.metrics())
@@ -198,9 +235,31 @@ def run_trial(config: TrialConfig) -> TrialResult:
     metrics["layer_trace_share"] = json.dumps(dict(stats.layer_trace_share))
     timings["time_stats_s"] = _lap(start, timings)
     if config.train_epochs > 0:
-        metrics.update(_train(config, model, masks, dataset, device))
+        metrics.update(_train(train_config, model, masks, dataset))
     timings["time_train_s"] = _lap(start, timings)
-    return TrialResult(params=dict(config.params), metrics=metrics, timings=timings, device=device)
+    if not config.keep_masks:
+        return TrialResult(dict(config.params), metrics, timings, device)
+    return TrialResult(
+        dict(config.params),
+        metrics,
+        timings,
+        device,
+        masks={n: m.detach().to("cpu", copy=True) for n, m in masks.items()},
+        masks_key=config.masks_key(),
+    )
+
+
+def _load_masks(path: str, model: Any) -> Any:
+    """Masks from a file, checked against the model, on the model's device."""
+    import pruners
+    from pruners.masks import check_masks
+
+    if not Path(path).is_file():
+        raise ValueError(f"masks_file must be an existing file, but {path!r} is missing")
+    masks = pruners.load_masks(path)
+    check_masks(model, masks)
+    device = next(model.parameters()).device
+    return {name: mask.to(device) for name, mask in masks.items()}
 
 
 def _lap(start: float, done: Mapping[str, float] | None = None) -> float:
@@ -248,17 +307,12 @@ def _prune(config: TrialConfig, model: Any, dataset: Any, sample: Any, device: s
     )
 
 
-def _train(
-    config: TrialConfig, model: Any, masks: Any, dataset: Any, device: str
-) -> dict[str, Any]:
+def _train(train_config: Any, model: Any, masks: Any, dataset: Any) -> dict[str, Any]:
     import pruners
 
-    train_config = pruners.TrainConfig(
-        epochs=config.train_epochs, seed=config.seed, device=device, **config.train_options
-    )
     _, result = pruners.train(model, masks, dataset, train_config)
     metrics = dict(result.metrics())
-    metrics["train_epochs"] = config.train_epochs
+    metrics["train_epochs"] = train_config.epochs
     return metrics
 
 
