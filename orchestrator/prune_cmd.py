@@ -253,7 +253,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.save_masks:
         import pruners
 
-        assert trial.masks is not None  # keep_masks was set
+        if trial.masks is None:  # keep_masks was set: run_trial must have returned them
+            raise RuntimeError("run_trial returned no masks although keep_masks was set")
         pruners.save_masks(trial.masks, args.save_masks)
         result["masks_path"] = args.save_masks
     return result

@@ -97,3 +97,34 @@ def test_no_traceback_from_the_console_entry(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         "pathsweep prune: error: 0 < density <= 1 must hold, but got density=2.0"
     ]
+
+
+def test_seed_and_bias_options_reach_the_data_the_sample_and_the_pruner(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command is run_trial: the dataset split, the prune sample and the model all use
+    --seed, and --include-bias prunes biases (GraSP reads the sample, so the seed matters)."""
+    argv = [*BASE, "--pruner", "grasp", "--density", "0.3", "--iterations", "1"]
+    assert main([*argv, "--seed", "3", "--include-bias", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    data = pruners.load_dataset("digits", seed=3)
+    sample = pruners.prune_sample(data, per_class=10, seed=3)
+    torch.manual_seed(3)
+    model = pruners.build_model("fc", data.input_shape, data.num_classes, width=32, depth=3)
+    masks = pruners.prune(
+        model,
+        "grasp",
+        0.3,
+        1,
+        input_shape=data.input_shape,
+        sample=sample,
+        include_bias=True,
+        seed=3,
+    )
+    assert any(name.endswith("bias") for name in masks)
+    stats = pruners.path_kernel_stats(model, data.input_shape, masks)
+    for key, value in stats.metrics().items():
+        assert result[key] == pytest.approx(value, rel=1e-9), key
+    assert main([*argv, "--seed", "3", "--json"]) == 0
+    without_bias = json.loads(capsys.readouterr().out)
+    assert without_bias["log_path_kernel_trace"] != result["log_path_kernel_trace"]
