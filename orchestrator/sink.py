@@ -387,7 +387,7 @@ class TrialSink:
             self._wal_path.unlink(missing_ok=True)
             return 0
         files = parquet_files(self.directory)
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for path in files:
             try:
                 seen.update(pq.read_table(path, columns=["trial_id"]).column(0).to_pylist())

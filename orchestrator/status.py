@@ -1,4 +1,10 @@
-"""``pathsweep study status``: where a study stands, from its journal and its rows (no Ray)."""
+"""``pathsweep study status``: where a study stands, from its journal and its rows.
+
+No Ray and no torch import (it answers within a couple of seconds), no write to the study, and
+it survives a driver working on the study or killed at any point: a journal record being
+appended is not read yet, the rows are read as ``orchestrator.sink.read_trials`` promises.
+A damaged journal or Parquet file becomes one line naming it.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,12 @@ from typing import Any
 
 import optuna
 
+from orchestrator.errors import SetupError
 from orchestrator.progress import format_params
 from orchestrator.rows import PHASE_RANDOM, PHASE_TOP
 from orchestrator.sink import read_trials
 from orchestrator.spec import StudySpec
-from orchestrator.studydir import open_storage
+from orchestrator.studydir import lock_holder, open_storage
 
 
 def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
@@ -37,7 +44,10 @@ def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
 
 
 def _row_lines(spec: StudySpec, out: Path) -> list[str]:
-    table = read_trials(out)
+    try:
+        table = read_trials(out)
+    except SetupError as exc:
+        return [f"rows: cannot be read: {exc}"]
     if not table.num_rows:
         return ["rows: none yet"]
     data = table.select(["phase", "state", "retry"]).to_pylist()
@@ -63,12 +73,23 @@ def study_status(spec: StudySpec, out: Path, storage: str | None, run: dict[str,
         lines += _trial_lines(spec, study)
     except KeyError:
         lines.append("trials: the study has not started")
+    except SetupError as exc:
+        lines.append(f"trials: the journal cannot be read: {exc}")
     lines += _row_lines(spec, out)
     runs = run.get("runs", [])
     if runs:
         last = runs[-1]
+        state = last.get("status")
+        if state == "running":
+            holder = lock_holder(out)
+            state = (
+                f"running ({holder})"
+                if holder
+                else "stopped without a record of why (killed, or the disk was full); "
+                f"continue with `pathsweep study resume {out}`"
+            )
         lines.append(
-            f"last run: {last.get('status')} (started {last.get('started_at')}, "
+            f"last run: {state} (started {last.get('started_at')}, "
             f"{'resume' if last.get('resume') else 'run'})"
         )
     return lines

@@ -14,7 +14,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +144,8 @@ def _run_until_done(
         trials = runs / "s1" / "trials"
         _seed(trials)
         acked: list[str] = []
-        with fault_at(k, make) as seen:
-            try:
-                _workload(trials, acked)
-            except caught:
-                pass
+        with fault_at(k, make) as seen, suppress(caught):
+            _workload(trials, acked)
         if len(seen) < k:  # the workload ran through: every step was tried
             assert sorted(read_trials(runs / "s1").column("trial_id").to_pylist()) == sorted(
                 trial_id(n, 0) for n in range(10)
