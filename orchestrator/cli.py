@@ -283,11 +283,12 @@ def _execute_locked(
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``pathsweep study status``: counts from the journal and the rows, best trials."""
-    from orchestrator.status import study_status
-    from orchestrator.studydir import load_study_dir
+    from orchestrator.status import StatusSpec, study_status
+    from orchestrator.studydir import check_study_dir, read_run
 
     out = Path(args.dir)
-    spec, run = load_study_dir(out)
+    check_study_dir(out)
+    spec, run = StatusSpec.read(out), read_run(out)
     for line in study_status(spec, out, _stored_storage(args.storage, run), run):
         _say(line)
     return 0

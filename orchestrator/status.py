@@ -9,10 +9,12 @@ A damaged journal or Parquet file becomes one line naming it.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 
 from orchestrator.errors import SetupError
 from orchestrator.progress import format_params
@@ -22,7 +24,48 @@ from orchestrator.spec import StudySpec
 from orchestrator.studydir import lock_holder, open_storage
 
 
-def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
+@dataclass(frozen=True)
+class StatusSpec:
+    """What status needs of a study's spec."""
+
+    study: str
+    trials: int
+    metrics: tuple[str, ...]
+    top_k: int = 0
+    random_k: int = 0
+
+    @classmethod
+    def of(cls, spec: StudySpec) -> StatusSpec:
+        """From a parsed spec."""
+        v = spec.validate
+        return cls(spec.study, spec.trials, tuple(spec.metrics), v.top_k, v.random_k)
+
+    @classmethod
+    def read(cls, out: Path) -> StatusSpec:
+        """From ``OUT/spec.yaml`` as the study wrote it (validated then, so read plainly here:
+        parsing a spec imports torch, which alone takes longer than status may).
+
+        Raises:
+            SetupError: the file is not the spec a study writes.
+        """
+        path = out / "spec.yaml"
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            validate = raw.get("validate") or {}
+            return cls(
+                study=str(raw["study"]),
+                trials=int(raw["trials"]),
+                metrics=tuple(str(o["metric"]) for o in raw["objectives"]),
+                top_k=int(validate.get("top_k", 0)),
+                random_k=int(validate.get("random_k", 0)),
+            )
+        except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SetupError(
+                f"{path} is not a study's spec ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def _trial_lines(spec: StatusSpec, study: optuna.Study) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     lines = [
@@ -31,7 +74,7 @@ def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
     ]
     if not counts.get("COMPLETE"):
         return lines
-    if len(spec.objectives) == 1:
+    if len(spec.metrics) == 1:
         best = study.best_trial
         lines.append(
             f"best: {spec.metrics[0]}={best.values[0]:.6g} (trial {best.number}) "
@@ -43,7 +86,7 @@ def _trial_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
     return lines
 
 
-def _row_lines(spec: StudySpec, out: Path) -> list[str]:
+def _row_lines(spec: StatusSpec, out: Path) -> list[str]:
     try:
         table = read_trials(out)
     except SetupError as exc:
@@ -57,7 +100,7 @@ def _row_lines(spec: StudySpec, out: Path) -> list[str]:
         f"rows: {table.num_rows} ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
         f"{retried} attempts retried)"
     ]
-    planned = {PHASE_TOP: spec.validate.top_k, PHASE_RANDOM: spec.validate.random_k}
+    planned = {PHASE_TOP: spec.top_k, PHASE_RANDOM: spec.random_k}
     if any(planned.values()):
         done = Counter(r["phase"] for r in data if r["state"] == "COMPLETE")
         parts = [f"{phase} {done.get(phase, 0)}/{k}" for phase, k in planned.items() if k]
@@ -65,8 +108,12 @@ def _row_lines(spec: StudySpec, out: Path) -> list[str]:
     return lines
 
 
-def study_status(spec: StudySpec, out: Path, storage: str | None, run: dict[str, Any]) -> list[str]:
+def study_status(
+    spec: StudySpec | StatusSpec, out: Path, storage: str | None, run: dict[str, Any]
+) -> list[str]:
     """Lines describing a study: trial counts, best value(s), rows, validation, last run."""
+    if not isinstance(spec, StatusSpec):
+        spec = StatusSpec.of(spec)
     lines = [f"study {spec.study} in {out}"]
     try:
         study = optuna.load_study(study_name=spec.study, storage=open_storage(out, storage))
