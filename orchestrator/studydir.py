@@ -234,10 +234,10 @@ _HELD: dict[Path, list[int]] = {}  # lock file -> [fd, depth], for this process
 
 
 def lock_holder(out: Path) -> str | None:
-    """``"pid P on host H"`` of the driver holding the study lock, None when none holds it."""
+    """``"pid P on host H"`` of another process holding the study lock; None when none does."""
     path = out / LOCK_FILE
     if path.resolve() in _HELD:
-        return f"pid {os.getpid()} on host {socket.gethostname()}"
+        return None
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
