@@ -245,3 +245,28 @@ def test_a_corrupt_part_file_is_named(tmp_path: Path) -> None:
     del killed
     with pytest.raises(SetupError, match=bad.name):
         TrialSink(trials)
+
+
+def test_an_older_plain_trials_directory_becomes_a_generation_at_any_kill(tmp_path: Path) -> None:
+    for k in range(1, 100):
+        trials = tmp_path / f"k{k}" / "trials"
+        trials.mkdir(parents=True)
+        for n in range(3):  # an older study: plain files, one of them a merge of the others
+            pq.write_table(_table([n]), trials / f"part-{n}.parquet")
+        pq.write_table(_table([0, 1]), trials / "compact-9.parquet")  # a cut old compaction
+        with fault_at(k, lambda step: Died(step)) as seen, suppress(Died):
+            TrialSink(trials).close()
+        TrialSink(trials).close()
+        ids = _check_rows(read_trials(trials).to_pylist(), f"migrated k={k}")
+        assert sorted(ids) == [trial_id(n, 0) for n in range(3)]
+        assert trials.is_symlink()
+        if len(seen) < k:
+            assert k > 3  # the migration took several steps, each one a kill point
+            return
+    raise AssertionError("the migration never finished")
+
+
+def _table(numbers: list[int]) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([_row(n) for n in numbers])
