@@ -280,9 +280,14 @@ def study_lock(out: Path) -> Iterator[None]:
             held[1] -= 1
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for tries in range(5):  # `study status` probes the lock for an instant: try again shortly
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if tries < 4:
+                time.sleep(0.05)
+    else:
         holder = _holder_text(fd)
         os.close(fd)
         raise SetupError(
