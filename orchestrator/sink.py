@@ -67,6 +67,8 @@ def unified_schema(files: list[Path]) -> pa.Schema:
     for file in files:
         try:
             schemas.append(pq.read_schema(file))
+        except FileNotFoundError:  # removed by a compaction since it was listed: list again
+            raise
         except (OSError, pa.ArrowException) as exc:
             raise corrupt_file_error(file, exc) from None
     return pa.unify_schemas(schemas, promote_options="permissive")
@@ -93,6 +95,8 @@ def _read_files(files: list[Path]) -> pa.Table:
     for file in files:  # find the damaged file to name it
         try:
             tables.append(pads.dataset(str(file), format="parquet", schema=schema).to_table())
+        except FileNotFoundError:
+            raise
         except (OSError, pa.ArrowException) as exc:
             raise corrupt_file_error(file, exc) from None
     return pa.concat_tables(tables)

@@ -270,3 +270,25 @@ def _table(numbers: list[int]) -> Any:
     import pyarrow as pa
 
     return pa.Table.from_pylist([_row(n) for n in numbers])
+
+
+def test_a_read_during_a_compaction_lists_again(tmp_path: Path, monkeypatch: Any) -> None:
+    trials = tmp_path / "trials"
+    sink = TrialSink(trials, flush_rows=1, max_files=100)
+    for n in range(4):
+        sink.append(_row(n))
+    listing = sink_module.parquet_files
+    calls = []
+
+    def list_then_compact(directory: Path) -> list[Path]:
+        files = listing(directory)
+        calls.append(len(files))
+        if len(calls) == 1:
+            sink.compact()  # the writer merges and removes the files just listed
+        return files
+
+    monkeypatch.setattr(sink_module, "parquet_files", list_then_compact)
+    ids = _check_rows(read_trials(tmp_path).to_pylist(), "during compaction")
+    assert sorted(ids) == [trial_id(n, 0) for n in range(4)]
+    assert calls[0] == 4 and calls[-1] == 1  # listed again after the merge
+    sink.close()

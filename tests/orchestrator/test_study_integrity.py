@@ -267,3 +267,23 @@ def test_resume_marks_a_killed_run_stopped(tmp_path: Path) -> None:
     assert [r["status"] for r in runs] == ["stopped"]
     assert Counter(t.state for t in _trials(out, spec)) == {TrialState.COMPLETE: 2}
     assert wait_for(lambda: True, 1)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_a_resume_after_lost_journal_records_asks_new_numbers(
+    ray_local: None, tmp_path: Path
+) -> None:
+    spec = small_spec(trials=5)
+    out = tmp_path / "study"
+    _make_study(out, spec, 5)
+    journal = out / JOURNAL_FILE
+    lines = journal.read_bytes().splitlines(keepends=True)
+    while len(_trials(out, spec)) > 3:
+        lines.pop()
+        journal.write_bytes(b"".join(lines))
+    more = small_spec(trials=7)
+    summary = run_study(more, out, resume=True, trial_fn=SleepTrial(0.0), poll_s=0.05)
+    assert summary.complete == 7
+    assert [t.number for t in _trials(out, more)] == list(range(7))
+    _assert_rows_match_journal(out, more)  # 5 and 6 are new numbers, 3 and 4 kept their rows
