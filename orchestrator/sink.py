@@ -286,9 +286,11 @@ class TrialSink:
         new = self._gens / f"{_GEN}{number:06d}"
         os.rename(building, new)
         _fsync_dir(self._gens)
+        reopen = not self._wal.closed  # (compact after close leaves no log behind)
         self._wal.close()  # empty after the flush; the new generation starts without one
         self._point_to(new)
-        self._wal = self._wal_path.open("ab")
+        if reopen:
+            self._wal = self._wal_path.open("ab")
         shutil.rmtree(old, ignore_errors=True)
         return self.directory / name
 

@@ -88,9 +88,10 @@ def test_file_count_stays_bounded_and_compaction_merges(tmp_path: Path) -> None:
     for n in range(23):
         sink.append(_row(n, "FAIL" if n % 7 == 0 else "COMPLETE"))
         assert len(parquet_files(tmp_path / "trials")) <= 5
-    sink.compact()
+    sink.close()
+    sink.compact()  # as the driver does: after close
     files = parquet_files(tmp_path / "trials")
-    assert len(files) == 1
+    assert len(files) == 1 and not (tmp_path / "trials" / WAL_NAME).exists()
     table = pq.read_table(files[0])
     assert sorted(table.column("optuna_number").to_pylist()) == list(range(23))
     sink.close()
