@@ -737,6 +737,11 @@ def run_study(
         view: live view.
         **options: further :class:`StudyDriver` arguments (``poll_s``, ``start_timeout_s``,
             ``sink_options``).
+
+    Raises:
+        SetupError: another process holds the study directory's lock (``studydir.study_lock``),
+            or its journal is damaged beyond repair, or a Parquet file is unreadable (each
+            message names the file or the holder and says what to do).
     """
     with study_lock(Path(out)):
         driver = StudyDriver(spec, out, storage=storage, trial_fn=trial_fn, view=view, **options)
