@@ -7,8 +7,9 @@ attempt), ``DIR/spec.yaml`` and optionally ``DIR/optuna.journal``.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,21 @@ def parquet_files(path: PathLike) -> list[Path]:
         return [path]
     _warn_pending(path)
     trials = path / "trials"
-    found = trials.glob("*.parquet") if trials.is_dir() else path.rglob("*.parquet")
+    found = trials.glob("*.parquet") if trials.is_dir() else _walk_parquet(path)
     return sorted(p for p in found if p.is_file() and _visible(p))
+
+
+def _walk_parquet(root: Path) -> Iterator[Path]:
+    """``*.parquet`` below ``root``, through the ``trials`` links of study directories.
+
+    Hidden directories are skipped: they hold the sink's unfinished or replaced generations
+    (``.trials-gens/``), whose rows the ``trials`` link shows once already.
+    """
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in filenames:
+            if name.endswith(".parquet"):
+                yield Path(dirpath) / name
 
 
 def _warn_pending(path: Path) -> None:
@@ -165,8 +179,17 @@ def load(path_or_paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: a path does not exist.
     """
-    files = [f for p in _as_paths(path_or_paths) for f in parquet_files(p)]
-    files = list(dict.fromkeys(files))
+    for _ in range(3):
+        files = [f for p in _as_paths(path_or_paths) for f in parquet_files(p)]
+        files = list(dict.fromkeys(files))
+        frame = _load_files(files)
+        if all(f.exists() for f in files):
+            return frame
+        # a writer compacted the study while we read: its rows are in the new files
+    return frame
+
+
+def _load_files(files: list[Path]) -> pd.DataFrame:
     schemas = {f: _readable_schema(f) for f in files}
     good = [f for f, s in schemas.items() if s is not None]
     if not good:

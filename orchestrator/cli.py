@@ -201,13 +201,42 @@ def _execute(
     resume: bool,
     trial_fn: Callable[..., Any] | None = None,
 ) -> int:
+    """Run or resume holding the study lock (a second driver gets exit 2 naming the holder)."""
+    from orchestrator.studydir import study_lock
+
+    with study_lock(out):
+        return _execute_locked(
+            spec, out, address, storage, view_mode, resume=resume, trial_fn=trial_fn
+        )
+
+
+def _execute_locked(
+    spec: Any,
+    out: Path,
+    address: str | None,
+    storage: str | None,
+    view_mode: str,
+    *,
+    resume: bool,
+    trial_fn: Callable[..., Any] | None = None,
+) -> int:
     from orchestrator.cluster import ray_session
     from orchestrator.driver import run_study
     from orchestrator.progress import make_view
-    from orchestrator.studydir import command_line, create_study_dir, read_run, record_run
+    from orchestrator.studydir import (
+        check_new_out,
+        close_stale_runs,
+        command_line,
+        create_study_dir,
+        read_run,
+        record_run,
+    )
 
     if not resume:
+        check_new_out(out)  # again, under the lock: two runs into one --out cannot both pass
         create_study_dir(out, spec, storage)
+    else:
+        close_stale_runs(out)
     entry: dict[str, Any] = {
         "id": len(read_run(out).get("runs", [])),
         "command": command_line(),
@@ -254,11 +283,12 @@ def _execute(
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``pathsweep study status``: counts from the journal and the rows, best trials."""
-    from orchestrator.status import study_status
-    from orchestrator.studydir import load_study_dir
+    from orchestrator.status import StatusSpec, study_status
+    from orchestrator.studydir import check_study_dir, read_run
 
     out = Path(args.dir)
-    spec, run = load_study_dir(out)
+    check_study_dir(out)
+    spec, run = StatusSpec.read(out), read_run(out)
     for line in study_status(spec, out, _stored_storage(args.storage, run), run):
         _say(line)
     return 0

@@ -46,7 +46,7 @@ from orchestrator.samplers import make_sampler
 from orchestrator.selection import BestTracker, select_validation
 from orchestrator.sink import TrialSink, read_trials
 from orchestrator.spec import StudySpec
-from orchestrator.studydir import TRIALS_DIR, open_storage, pathsweep_version
+from orchestrator.studydir import TRIALS_DIR, open_storage, pathsweep_version, study_lock
 from orchestrator.trial import TrialConfig, TrialFn, make_config, resolve_params, run_trial
 from orchestrator.worker import Outcome, WorkerInfo, actor_class
 
@@ -128,6 +128,7 @@ class _Existing:
     attempts: list[int] = field(default_factory=list)
     complete: Mapping[str, Any] | None = None
     final_fail: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def next_attempt(self) -> int:
@@ -198,7 +199,7 @@ class StudyDriver:
         self.poll_s = poll_s
         self.start_timeout_s = start_timeout_s
         self.times = DriverTimes()
-        self._storage = open_storage(self.out, storage)
+        self._storage = open_storage(self.out, storage, repair=True)
         self._sink_options = dict(sink_options or {})
         self._distributions = spec.search.distributions()
         self._fixed = spec.search.fixed()
@@ -240,16 +241,25 @@ class StudyDriver:
         study.sampler = make_sampler(self.spec.sampler.name, self.spec.sampler.options, seed, grid)
         return study
 
+    def _mark_abandoned(self, number: int) -> None:
+        storage = self._storage
+        study_id = storage.get_study_id_from_name(self.spec.study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        storage.set_trial_user_attr(trial_id, ABANDONED, True)
+
     def _existing_rows(self) -> dict[tuple[str, int], _Existing]:
         table = read_trials(self.out / TRIALS_DIR)
         found: dict[tuple[str, int], _Existing] = {}
         if not table.num_rows:
             return found
         metrics = [m for m in self.spec.metrics if m in table.column_names]
-        columns = ["phase", "optuna_number", "attempt", "state", "retry", *metrics]
+        params = [R.param_column(k) for k in self._distributions]
+        params = [c for c in params if c in table.column_names]
+        columns = ["phase", "optuna_number", "attempt", "state", "retry", *metrics, *params]
         for row in table.select(columns).to_pylist():
             entry = found.setdefault((row["phase"], row["optuna_number"]), _Existing())
             entry.attempts.append(row["attempt"])
+            entry.params = {k: row.get(R.param_column(k)) for k in self._distributions}
             if row["state"] == "COMPLETE":
                 entry.complete = row
             elif not row["retry"]:
@@ -259,6 +269,7 @@ class StudyDriver:
     def _recover_search(self, study: optuna.Study) -> None:
         """Account for trials of earlier runs; queue the RUNNING ones a dead driver left."""
         existing = self._existing_rows()
+        self._restore_lost_trials(study, existing)
         for trial in study.get_trials(deepcopy=False):
             if trial.state == TrialState.RUNNING:
                 self._recover_running(study, trial, existing.get((R.PHASE_SEARCH, trial.number)))
@@ -267,11 +278,57 @@ class StudyDriver:
                 if trial.state == TrialState.COMPLETE and trial.values is not None:
                     self._best.add(trial.values, trial.number)
 
+    def _restore_lost_trials(
+        self, study: optuna.Study, existing: Mapping[tuple[str, int], _Existing]
+    ) -> None:
+        """Re-create trials whose journal records were lost but whose rows exist.
+
+        A journal that lost its last records (a crash of the machine: appends are not fsynced)
+        would hand out their trial numbers again, giving two rows with one ``trial_id`` and
+        different parameters. Trials numbered past the journal's end that have rows are added
+        back from them, in order (a number with no row becomes an abandoned FAIL); a trial
+        whose rows cannot be added back stops the resume with what to do.
+        """
+        known = len(study.get_trials(deepcopy=False))
+        lost = [n for (phase, n) in existing if phase == R.PHASE_SEARCH and n >= known]
+        if not lost:
+            return
+        for number in range(known, max(lost) + 1):
+            rows = existing.get((R.PHASE_SEARCH, number))
+            try:
+                study.add_trial(self._restored_trial(rows))
+            except ValueError as exc:
+                raise SetupError(
+                    f"the Optuna journal of {self.out} lost trials {known}..{max(lost)}, which "
+                    f"have rows in {self.out / TRIALS_DIR}, and trial {number} cannot be "
+                    f"restored from them ({exc}); continue in a new study (`pathsweep study "
+                    "run --out NEW`): the rows here stay readable by `pathsweep analyze`"
+                ) from None
+        self.view.message(
+            f"restored trials {known}..{max(lost)} from the rows: the journal had lost them"
+        )
+
+    def _restored_trial(self, rows: _Existing | None) -> optuna.trial.FrozenTrial:
+        from optuna.trial import create_trial
+
+        if rows is None or set(rows.params) != set(self._distributions):
+            return create_trial(state=TrialState.FAIL, user_attrs={ABANDONED: True})
+        params, dists = dict(rows.params), self._distributions
+        if rows.complete is not None:
+            values = [float(rows.complete[m]) for m in self.spec.metrics]
+            return create_trial(
+                state=TrialState.COMPLETE, values=values, params=params, distributions=dists
+            )
+        if rows.final_fail or rows.next_attempt >= self.spec.max_attempts:
+            return create_trial(state=TrialState.FAIL, params=params, distributions=dists)
+        # still RUNNING: re-run as its next attempt
+        return create_trial(state=TrialState.RUNNING, params=params, distributions=dists)
+
     def _recover_running(
         self, study: optuna.Study, trial: optuna.trial.FrozenTrial, rows: _Existing | None
     ) -> None:
         if set(trial.params) != set(self._distributions):  # the dead driver was mid-ask
-            study._storage.set_trial_user_attr(trial._trial_id, ABANDONED, True)
+            self._mark_abandoned(trial.number)
             study.tell(trial.number, state=TrialState.FAIL)
             return
         rows = rows or _Existing()
@@ -683,6 +740,12 @@ def run_study(
         view: live view.
         **options: further :class:`StudyDriver` arguments (``poll_s``, ``start_timeout_s``,
             ``sink_options``).
+
+    Raises:
+        SetupError: another process holds the study directory's lock (``studydir.study_lock``),
+            or its journal is damaged beyond repair, or a Parquet file is unreadable (each
+            message names the file or the holder and says what to do).
     """
-    driver = StudyDriver(spec, out, storage=storage, trial_fn=trial_fn, view=view, **options)
-    return driver.run(resume=resume)
+    with study_lock(Path(out)):
+        driver = StudyDriver(spec, out, storage=storage, trial_fn=trial_fn, view=view, **options)
+        return driver.run(resume=resume)

@@ -60,102 +60,107 @@ def test_a_value_that_breaks_its_type_promotes_the_column() -> None:
 
 
 def test_buffered_flush_writes_few_atomic_files(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=4, flush_seconds=3600)
+    sink = TrialSink(tmp_path / "trials", flush_rows=4, flush_seconds=3600)
     for n in range(10):
         sink.append(_row(n))
-    assert len(parquet_files(tmp_path)) == 2 and sink.pending == 2
-    assert read_trials(tmp_path).num_rows == 10  # pending rows are read from the log
-    assert read_trials(tmp_path, pending=False).num_rows == 8
+    assert len(parquet_files(tmp_path / "trials")) == 2 and sink.pending == 2
+    assert read_trials(tmp_path / "trials").num_rows == 10  # pending rows are read from the log
+    assert read_trials(tmp_path / "trials", pending=False).num_rows == 8
     sink.close()
-    assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / WAL_NAME).exists()
-    assert len(parquet_files(tmp_path)) == 3
+    trials = tmp_path / "trials"
+    assert not list(trials.glob(".tmp-*")) and not (trials / WAL_NAME).exists()
+    assert len(parquet_files(tmp_path / "trials")) == 3
 
 
 def test_time_based_flush(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=100, flush_seconds=0.05)
+    sink = TrialSink(tmp_path / "trials", flush_rows=100, flush_seconds=0.05)
     sink.append(_row(0))
     sink.maybe_flush()
-    assert not parquet_files(tmp_path)
+    assert not parquet_files(tmp_path / "trials")
     time.sleep(0.06)
     sink.maybe_flush()
-    assert len(parquet_files(tmp_path)) == 1
+    assert len(parquet_files(tmp_path / "trials")) == 1
     sink.close()
 
 
 def test_file_count_stays_bounded_and_compaction_merges(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=1, max_files=5)
+    sink = TrialSink(tmp_path / "trials", flush_rows=1, max_files=5)
     for n in range(23):
         sink.append(_row(n, "FAIL" if n % 7 == 0 else "COMPLETE"))
-        assert len(parquet_files(tmp_path)) <= 5
-    sink.compact()
-    files = parquet_files(tmp_path)
-    assert len(files) == 1
+        assert len(parquet_files(tmp_path / "trials")) <= 5
+    sink.close()
+    sink.compact()  # as the driver does: after close
+    files = parquet_files(tmp_path / "trials")
+    assert len(files) == 1 and not (tmp_path / "trials" / WAL_NAME).exists()
     table = pq.read_table(files[0])
     assert sorted(table.column("optuna_number").to_pylist()) == list(range(23))
     sink.close()
 
 
 def test_files_with_different_columns_read_with_one_schema(tmp_path: Path) -> None:
-    with TrialSink(tmp_path, flush_rows=1) as sink:
+    with TrialSink(tmp_path / "trials", flush_rows=1) as sink:
         sink.append(_row(0, "FAIL"))  # no metric columns at all
         sink.append(_row(1, extra_metric=3))
-    table = read_trials(tmp_path)
+    table = read_trials(tmp_path / "trials")
     assert table.num_rows == 2
     assert table.column("extra_metric").to_pylist() == [None, 3]
     schema = pa.unify_schemas(
-        [pq.read_schema(f) for f in parquet_files(tmp_path)], promote_options="permissive"
+        [pq.read_schema(f) for f in parquet_files(tmp_path / "trials")],
+        promote_options="permissive",
     )
-    assert pads.dataset(str(tmp_path), schema=schema).to_table().num_rows == 2
+    assert pads.dataset(str(tmp_path / "trials"), schema=schema).to_table().num_rows == 2
 
 
 def test_declared_schema_gives_every_file_the_same_columns(tmp_path: Path) -> None:
     schema = declared_schema(small_spec())
-    with TrialSink(tmp_path, schema, flush_rows=1) as sink:
+    with TrialSink(tmp_path / "trials", schema, flush_rows=1) as sink:
         sink.append(_row(0, "FAIL"))
         sink.append(_row(1))
-    first, second = (pq.read_schema(f) for f in parquet_files(tmp_path))
+    first, second = (pq.read_schema(f) for f in parquet_files(tmp_path / "trials"))
     assert set(schema.names) <= set(first.names)
     assert first.field("log_path_kernel_trace").type == pa.float64()
     # a plain pyarrow reader (first file's schema) still sees the metric columns
-    plain = pads.dataset(str(tmp_path), format="parquet").to_table()
+    plain = pads.dataset(str(tmp_path / "trials"), format="parquet").to_table()
     assert plain.column("log_path_kernel_trace").to_pylist() == [None, 1.0]
     assert second.names[: len(first.names)] == first.names
 
 
 def test_killed_writer_rows_are_recovered_once(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=3)
+    sink = TrialSink(tmp_path / "trials", flush_rows=3)
     for n in range(5):
         sink.append(_row(n))
     # the process dies here: 3 rows in Parquet, 2 only in the write-ahead log
     del sink
-    with (tmp_path / WAL_NAME).open("a") as wal:  # and a line cut in half
+    with (tmp_path / "trials" / WAL_NAME).open("a") as wal:  # and a line cut in half
         wal.write(json.dumps(_row(9))[:20])
-    again = TrialSink(tmp_path)
+    again = TrialSink(tmp_path / "trials")
     assert again.recovered == 2
     again.close()
-    ids = read_trials(tmp_path).column("trial_id").to_pylist()
+    ids = read_trials(tmp_path / "trials").column("trial_id").to_pylist()
     assert sorted(ids) == sorted(trial_id(n, 0) for n in range(5))
 
 
 def test_log_rows_already_in_parquet_are_not_duplicated(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=100)
+    sink = TrialSink(tmp_path / "trials", flush_rows=100)
     rows = [_row(n) for n in range(3)]
     for row in rows:
         sink.append(row)
     sink._write_part(list(rows))  # written, but killed before the log was emptied
     del sink
-    TrialSink(tmp_path).close()
-    assert sorted(read_trials(tmp_path).column("trial_id").to_pylist()) == ["0-0", "1-0", "2-0"]
+    TrialSink(tmp_path / "trials").close()
+    ids = read_trials(tmp_path / "trials").column("trial_id").to_pylist()
+    assert sorted(ids) == ["0-0", "1-0", "2-0"]
 
 
 def test_cut_compaction_leftovers_are_dropped(tmp_path: Path) -> None:
-    sink = TrialSink(tmp_path, flush_rows=1)
+    sink = TrialSink(tmp_path / "trials", flush_rows=1)
     for n in range(4):
         sink.append(_row(n))
     sink.flush()
-    parts = parquet_files(tmp_path)
-    merged = sink._atomic_write(read_trials(tmp_path), "compact-")  # killed before the deletes
+    parts = parquet_files(tmp_path / "trials")
+    # an older pathsweep's compaction, killed before the deletes
+    merged = sink._atomic_write(read_trials(tmp_path / "trials"), "compact-")
     sink.close()
-    TrialSink(tmp_path).close()
-    assert parquet_files(tmp_path) == [merged] and len(parts) == 4
-    assert read_trials(tmp_path).num_rows == 4
+    TrialSink(tmp_path / "trials").close()
+    assert parquet_files(tmp_path / "trials") == [merged] and len(parts) == 4
+    assert read_trials(tmp_path / "trials").num_rows == 4
