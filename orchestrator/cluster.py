@@ -94,7 +94,7 @@ def _token_auth_explicitly() -> None:
     if "RAY_AUTH_MODE" in os.environ:
         return
     try:
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]
     except ImportError:  # a Ray without token authentication: nothing to state
         return
     os.environ["RAY_AUTH_MODE"] = "token"
