@@ -150,8 +150,10 @@ def guard_output() -> Iterator[None]:
     """Redact remembered secrets from ``sys.stdout``, ``sys.stderr`` and existing log handlers
     while the block runs (a secret remembered inside the block is hidden from then on)."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout = _RedactingStream(out)  # type: ignore[assignment]
-    sys.stderr = _RedactingStream(err)  # type: ignore[assignment]
+    if out is not None:  # None without a console (pythonw)
+        sys.stdout = _RedactingStream(out)  # type: ignore[assignment]
+    if err is not None:
+        sys.stderr = _RedactingStream(err)  # type: ignore[assignment]
     log_filter = _RedactingFilter()
     handlers = _handlers()
     for handler in handlers:
