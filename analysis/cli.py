@@ -3,7 +3,11 @@
 The orchestrator's ``pathsweep`` CLI dispatches ``analyze`` here; ``argv`` is what follows the
 word ``analyze``. Exit status: 0 when whatever the rows allow was reported (an empty study or
 one without trained metrics included: a message says what is missing), 2 for a bad command
-line or a path that does not exist (one line on stderr, no traceback).
+line, a path that does not exist, a directory that holds no study, or a ``--report`` directory
+that is neither new, empty, nor an earlier report (one line on stderr, no traceback).
+
+A report directory is marked by the file ``.pathsweep-report``; only a directory with that
+marker is overwritten, so ``--report`` never replaces files of anything else.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from analysis.io import load, load_specs
+from analysis.io import load, load_specs, study_dirs
 from analysis.pipeline import Analysis, analyze
 from analysis.report import correlation_groups, correlation_table, fmt, write_report
 from analysis.tables import method_table
 
 PROG = "pathsweep analyze"
 MAX_GROUPS_PRINTED = 6
+REPORT_MARKER = ".pathsweep-report"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +112,23 @@ def _print(console: Console, a: Analysis) -> None:
         console.print(f"Pareto front of {study}: {len(front)} non-dominated trials")
 
 
+def _not_a_study(path: Path) -> bool:
+    """A directory with no study in it or below (no ``spec.yaml``, ``trials/`` or Parquet)."""
+    if not path.is_dir():
+        return False
+    return not study_dirs([path]) and next(path.rglob("*.parquet"), None) is None
+
+
+def _report_dir_problem(report: Path) -> str | None:
+    """Why ``report`` must not be written, or None: it is new, empty, or an earlier report."""
+    if report.exists() and not report.is_dir():
+        return f"--report {str(report)!r} is a file, not a directory"
+    if report.is_dir() and any(report.iterdir()) and not (report / REPORT_MARKER).is_file():
+        return (f"--report {str(report)!r} is not empty and is not a pathsweep report (no "
+                f"{REPORT_MARKER} file): choose a new or empty directory")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pathsweep analyze``; returns the exit status.
 
@@ -121,6 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"{PROG}: no such study directory or Parquet file: {missing[0]}", file=sys.stderr)
         return 2
+    empty = [d for d in args.dirs if _not_a_study(Path(d))]
+    if empty:
+        print(f"{PROG}: {empty[0]} is not a pathsweep study directory (no spec.yaml, trials/ "
+              "or Parquet file in it or below)", file=sys.stderr)
+        return 2
+    problem = _report_dir_problem(args.report) if args.report is not None else None
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2
     console = Console(highlight=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -134,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _print(console, result)
     if args.report is not None:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / REPORT_MARKER).write_text("written by pathsweep analyze\n")
         path = write_report(result, args.report, [str(d) for d in args.dirs],
                             figures=not args.no_figures)
         console.print(f"Report written to {path}")

@@ -148,12 +148,15 @@ def _check_storage(url: str | None, new_study: str | None = None) -> None:
         return
     import optuna
 
+    from orchestrator.redaction import mask_url, redact, remember
+
+    remember(url)
     try:
         storage = optuna.storages.get_storage(url)
         names = optuna.study.get_all_study_names(storage)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError(f"--storage: cannot open {url!r}: {first}") from None
+        raise SpecError(f"--storage: cannot open {mask_url(url)!r}: {redact(first)}") from None
     if new_study is not None and new_study in names:
         raise SetupError(
             f"study {new_study!r} already exists in the storage; rename the study or resume it"
@@ -183,6 +186,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _stored_storage(given: str | None, run: dict[str, Any]) -> str | None:
+    from orchestrator.redaction import remember
+
+    remember(given)
     stored = run.get("storage")
     if given:
         return given
@@ -327,8 +333,24 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``pathsweep`` with ``argv`` (default: the command line); returns the exit code."""
+    """Run ``pathsweep`` with ``argv`` (default: the command line); returns the exit code.
+
+    The secrets of a ``--storage`` URL never reach the terminal: they are remembered before
+    anything runs, and stdout, stderr and the log handlers are redacted while the command runs.
+    """
+    from orchestrator.redaction import guard_output, remember
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg == "--storage" and i + 1 < len(argv):
+            remember(argv[i + 1])
+        elif arg.startswith("--storage="):
+            remember(arg.partition("=")[2])
+    with guard_output():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] in ("prune", "analyze"):
             return _passthrough(argv[0], argv[1:])

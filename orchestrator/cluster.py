@@ -82,6 +82,28 @@ def _source_on_pythonpath() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
 
 
+def _token_auth_explicitly() -> None:
+    """Start the local instance with Ray's token authentication, stated explicitly.
+
+    Ray (2.5x+) enables token authentication for a new local instance by default and then warns
+    on every start that it did so ("Token authentication is enabled for this Ray cluster");
+    with ``RAY_AUTH_MODE`` set it keeps quiet. So the mode is set to ``token`` unless the user
+    chose one. Ray reads the variable into its cached config at import, hence the refresh (what
+    Ray itself does when it turns the mode on).
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without token authentication: nothing to state
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        Config.initialize("")
+    except Exception:  # cannot refresh: leave the mode to Ray rather than half-set it
+        del os.environ["RAY_AUTH_MODE"]
+
+
 def _init_with_watchdog(timeout: float, **kwargs: object) -> None:
     import ray
 
@@ -140,6 +162,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         # "local" always starts a private instance: a bare ray.init() would join any cluster
         # recorded on this machine (`ray start`, ray.cluster_utils), a stranger's included.
         options.update(address="local", include_dashboard=False, num_cpus=num_cpus)
+        _token_auth_explicitly()
     _init_with_watchdog(INIT_TIMEOUT_S if address else 120.0, **options)
     try:
         yield

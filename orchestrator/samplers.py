@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, brief
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def check_sampler(name: str, options: Mapping[str, Any], n_objectives: int, path
         if key not in valid:
             raise SpecError(f"{path}: unknown option {key!r} for sampler {name!r}; valid: {valid}")
         if not isinstance(value, _OPTION_TYPES):
-            raise SpecError(f"{path}.{key} must be a scalar, but got {value!r}")
+            raise SpecError(f"{path}.{key} must be a scalar, but got {brief(value)}")
 
 
 def make_sampler(

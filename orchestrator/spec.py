@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from orchestrator import space
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, brief
 from orchestrator.samplers import check_sampler
 
 #: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init).
@@ -209,7 +209,25 @@ class StudySpec:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that rejects duplicate keys and reads ``1e-3`` as a float (YAML 1.2)."""
+    """Safe YAML that rejects duplicate keys, anchors and aliases, and reads ``1e-3`` as a float
+    (YAML 1.2).
+
+    Aliases are refused because nested ones expand exponentially ("billion laughs": a 500-byte
+    file becomes gigabytes once a value is copied or printed); a spec never needs them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kinds, sign = (
+                ("aliases", "*") if isinstance(event, yaml.AliasEvent) else ("anchors", "&")
+            )
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise SpecError(
+                f"YAML {kinds} are not allowed in a spec, but got {sign}{brief(event.anchor)[1:-1]} "
+                f"(line {line}); write the value out"
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -273,7 +291,7 @@ def _keys(raw: Mapping[str, Any], path: str, valid: tuple[str, ...]) -> None:
 
 def _mapping(raw: object, path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise SpecError(f"{path} must be a mapping, but got {type(raw).__name__} {raw!r}")
+        raise SpecError(f"{path} must be a mapping, but got {type(raw).__name__} {brief(raw)}")
     for key in raw:
         if not isinstance(key, str):
             raise SpecError(f"{path}: field names must be text, but got {key!r}")
@@ -652,6 +670,13 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML that writes a value used twice out twice (``load_spec`` refuses aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump_spec(spec: StudySpec) -> str:
-    """The spec as YAML text."""
-    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
+    """The spec as YAML text (no anchors or aliases: it must load with ``load_spec``)."""
+    return yaml.dump(spec_to_dict(spec), Dumper=_Dumper, sort_keys=False)

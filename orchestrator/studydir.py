@@ -26,13 +26,13 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
 from orchestrator.errors import SetupError
+from orchestrator.redaction import mask_url, redact
 from orchestrator.spec import StudySpec, dump_spec, load_spec
 
 SPEC_FILE = "spec.yaml"
@@ -305,17 +305,6 @@ def study_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def mask_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``***`` (never written to disk in clear)."""
-    if not url or "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def check_new_out(out: Path) -> None:
     """A new study needs an absent or empty directory (resume uses an existing one).
 
@@ -345,12 +334,35 @@ def check_study_dir(out: Path) -> None:
             raise SetupError(f"{str(out)!r} is not a study directory: {name} is missing")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # no /proc: the brief change errs on the private side
+    os.umask(mask)
+    return mask
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` atomically (a reader sees the old or the new file, never a part) with the
+    mode a plain ``open`` would give it (0666 less the umask)."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_run(out: Path) -> dict[str, Any]:
@@ -406,5 +418,12 @@ def load_study_dir(out: Path) -> tuple[StudySpec, dict[str, Any]]:
 
 
 def command_line() -> str:
-    """How this process was started (for the run record)."""
-    return " ".join(["pathsweep", *sys.argv[1:]])
+    """How this process was started (for the run record), secrets of URLs masked."""
+
+    def masked(arg: str) -> str:
+        option, eq, value = arg.partition("=")
+        if eq and option.startswith("-"):
+            return f"{option}={mask_url(value)}"
+        return mask_url(arg) or arg
+
+    return redact(" ".join(["pathsweep", *map(masked, sys.argv[1:])]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import reprlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -34,15 +35,22 @@ _VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
 # --------------------------------------------------------------------------- option checks
 
 
+def _brief(value: object) -> str:
+    """A bounded repr (nested and long values elided) for error messages."""
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 80, 80
+    return short.repr(value)
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, but got {name}={value!r}")
+        raise ValueError(f"{name} must be a positive integer, but got {name}={_brief(value)}")
     return value
 
 
 def _boolean(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, but got {name}={value!r}")
+        raise ValueError(f"{name} must be True or False, but got {name}={_brief(value)}")
     return value
 
 

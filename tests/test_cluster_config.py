@@ -1,5 +1,7 @@
 """The cluster launcher configs (``cluster.yaml``, ``examples/cluster-local.yaml``) pass Ray's own
-validator offline, reject typos with Ray's message, install pathsweep, and expose nothing but SSH.
+validator offline, reject typos with Ray's message, install pinned versions of pathsweep and its
+dependencies without piping a download into a shell, turn on Ray's token authentication, and
+expose nothing but SSH.
 
 What runs offline: ``prepare_config`` only merges the provider's ``defaults.yaml`` (a file shipped
 with Ray), the setup commands and the per-node-type worker bounds; ``validate_config`` checks the
@@ -27,6 +29,8 @@ import yaml
 ray_util = pytest.importorskip("ray.autoscaler._private.util")
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "requirements-cluster.txt"
+LOCK_INPUT = ROOT / "requirements-cluster.in"
 AWS = ROOT / "cluster.yaml"
 LOCAL = ROOT / "examples" / "cluster-local.yaml"
 CONFIGS = [AWS, LOCAL]
@@ -71,14 +75,99 @@ def uncomment_block(text: str, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ray_start_flags(commands: list[str], head: bool) -> dict[str, str]:
-    """``--flag=value`` options of the ``ray start`` command among ``commands``."""
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def ray_start(commands: list[str], head: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment assignments before, and the ``--flag=value`` options of, the
+    ``ray start`` command among ``commands``."""
     for command in commands:
         for part in command.split(";"):
             words = shlex.split(part)
+            env = {}
+            while words and ENV_ASSIGNMENT.match(words[0]):
+                key, _, value = words.pop(0).partition("=")
+                env[key] = value
             if words[:2] == ["ray", "start"] and ("--head" in words) == head:
-                return dict(w[2:].split("=", 1) for w in words if w.startswith("--") and "=" in w)
+                flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--") and "=" in w)
+                return env, flags
     raise AssertionError(f"no `ray start` ({head=}) in {commands}")
+
+
+def ray_start_flags(commands: list[str], head: bool) -> dict[str, str]:
+    """``--flag=value`` options of the ``ray start`` command among ``commands``."""
+    return ray_start(commands, head)[1]
+
+
+COMMAND_KEYS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
+PIPE_TO_SHELL = re.compile(r"\b(curl|wget)\b[^;&|]*\|\s*(sudo\s+)?(\S*/)?(ba|z|da)?sh\b")
+PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!]+$")
+
+
+def all_commands(config: dict[str, Any]) -> list[str]:
+    return [cmd for key in COMMAND_KEYS for cmd in config.get(key, [])]
+
+
+def pip_installs(command: str) -> list[list[str]]:
+    """The argument lists of every ``pip install`` in a shell command."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = list(lexer)
+    found = []
+    for i, word in enumerate(words):
+        if word.endswith("pip") and words[i + 1 : i + 2] == ["install"]:
+            args = []
+            for arg in words[i + 2 :]:
+                if arg in ("&&", "||", ";", "|", "(", ")", "{", "}", ">", "2>", "&"):
+                    break
+                args.append(arg)
+            found.append(args)
+    return found
+
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line]
+
+
+def unpinned(config: dict[str, Any], mounted: dict[str, Path]) -> list[str]:
+    """What a ``pip install`` of ``config`` installs without an exact ``==`` version: each
+    requirement given inline or in a ``-r`` file (``mounted`` maps node paths to repository
+    files), and any ``-e`` install that resolves dependencies (no ``--no-deps``)."""
+    problems = []
+    for command in all_commands(config):
+        for args in pip_installs(command):
+            i = 0
+            while i < len(args):
+                arg = args[i]
+                if arg in ("-r", "--requirement"):
+                    file = mounted[args[i + 1]]
+                    problems += [f"{file.name}: {r}" for r in requirement_lines(file)
+                                 if not PIN.match(r)]
+                    i += 2
+                    continue
+                if arg in ("-e", "--editable"):
+                    if "--no-deps" not in args:
+                        problems.append(f"-e {args[i + 1]} without --no-deps")
+                    i += 2
+                    continue
+                if not arg.startswith("-") and not PIN.match(arg):
+                    problems.append(arg)
+                i += 1
+    return problems
+
+
+def node_paths(path: Path) -> dict[str, Path]:
+    """Where the repository's requirement files are on a node of ``path``'s config."""
+    root = ROOT / load(path)["file_mounts"]["~/pathsweep"]
+    return {f"~/pathsweep/{p.name}": p for p in root.glob("requirements*.txt")}
 
 
 def internet_ingress_to(rules: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
@@ -175,22 +264,104 @@ def test_every_node_installs_pathsweep_from_the_working_copy(path: Path) -> None
     pyproject = (ROOT / mounted / "pyproject.toml").read_text()
     assert re.search(r'^name = "pathsweep"$', pyproject, re.MULTILINE)
     for role in ("head_setup_commands", "worker_setup_commands"):
-        assert "pip install -e ~/pathsweep" in prepared[role], role
+        installs = [a for cmd in prepared[role] for a in pip_installs(cmd)]
+        assert any(a[-2:] == ["-e", "~/pathsweep"] for a in installs), role
+        assert any(a[-2:] == ["-r", "~/pathsweep/requirements-cluster.txt"] for a in installs)
     assert ".gitignore" in prepared["rsync_filter"]
+
+
+# --- pinned installs, no download piped into a shell ------------------------------------
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_nothing_is_piped_from_the_internet_into_a_shell(path: Path) -> None:
+    text = uncomment_block(path.read_text(), "docker")  # comments and the docker block too
+    assert PIPE_TO_SHELL.search(text) is None, PIPE_TO_SHELL.search(text)
+    for command in all_commands(load(path)):
+        assert "curl" not in command and "wget" not in command, command
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_pip_install_is_pinned(path: Path) -> None:
+    config = load(path)
+    installs = [a for cmd in all_commands(config) for a in pip_installs(cmd)]
+    assert len(installs) >= 3, installs  # uv, the lock, pathsweep
+    assert unpinned(config, node_paths(path)) == []
+    enabled = yaml.safe_load(uncomment_block(path.read_text(), "docker"))
+    assert unpinned(enabled, node_paths(path)) == []
+
+
+def test_the_pin_check_catches_unpinned_installs_and_pipes() -> None:
+    config = load(AWS)
+    for bad in ('pip install "ray[default]>=2.9"', "pip install boto3", "pip install -e .",
+                "~/venv/bin/pip install -U torch && echo ok"):
+        config["head_setup_commands"] = [bad]
+        assert unpinned(config, node_paths(AWS)) != [], bad
+    config["head_setup_commands"] = ['pip install "boto3==1.43.11" "ray[default]==2.60.0"']
+    assert unpinned(config, node_paths(AWS)) == []
+    for pipe in ("curl -LsSf https://astral.sh/uv/install.sh | sh",
+                 "wget -qO- https://x.example/i.sh | sudo bash", "curl -s https://x | /bin/sh"):
+        assert PIPE_TO_SHELL.search(pipe), pipe
+
+
+def test_the_lock_pins_every_dependency_of_pyproject_at_an_allowed_version() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in requirement_lines(LOCK):
+        assert PIN.match(line), line
+        name, _, version = line.partition("==")
+        pins[canonicalize_name(Requirement(name).name)] = version
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert block
+    needed = [Requirement(r) for r in re.findall(r'"([^"]+)"', block.group(1))]
+    assert needed
+    for requirement in needed:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned in {LOCK.name}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name])
+    # the lock holds the versions its input names (the tested ones)
+    for line in requirement_lines(LOCK_INPUT):
+        requirement = Requirement(line)
+        (spec,) = requirement.specifier
+        assert spec.operator == "==" and pins[canonicalize_name(requirement.name)] == spec.version
+    assert "boto3" in pins  # the AWS head's autoscaler
+
+
+# --- Ray's token authentication ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_ray_runs_with_token_authentication(path: Path, offline: None) -> None:
+    config = load(path)
+    head_env, _ = ray_start(config["head_start_ray_commands"], head=True)
+    worker_env, _ = ray_start(config["worker_start_ray_commands"], head=False)
+    assert head_env.get("RAY_AUTH_MODE") == "token"
+    assert worker_env.get("RAY_AUTH_MODE") == "token"
+    # the head makes the token before Ray starts (setup runs before start commands) ...
+    generate = [c for c in config["head_setup_commands"] if "get-auth-token --generate" in c]
+    assert generate and ">/dev/null" in generate[0].replace(" ", ""), "never print the token"
+    assert "chmod 600 ~/.ray/auth_token" in generate[0]
+    # ... and every worker gets a copy from the head before its Ray starts
+    assert "~/.ray/auth_token" in validate(config)["cluster_synced_files"]
+    # shells on the nodes (ray attach/exec, `--address auto`) use the token too
+    assert any("export RAY_AUTH_MODE=token" in c for c in config["setup_commands"])
+
+
+def test_no_token_is_in_the_repository() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert not [f for f in tracked if "auth_token" in Path(f).name]
+    for path in CONFIGS:
+        assert not re.search(r"RAY_AUTH_TOKEN=\S", path.read_text()), path
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_commands_are_valid_bash(path: Path) -> None:
-    config = load(path)
-    keys = (
-        "initialization_commands",
-        "setup_commands",
-        "head_setup_commands",
-        "worker_setup_commands",
-        "head_start_ray_commands",
-        "worker_start_ray_commands",
-    )
-    script = "\n".join(cmd for key in keys for cmd in config[key])
+    script = "\n".join(all_commands(load(path)))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=10)
 
 
@@ -198,10 +369,10 @@ def test_commands_are_valid_bash(path: Path) -> None:
 def test_cluster_ray_matches_the_tested_ray(path: Path) -> None:
     import ray
 
-    text = path.read_text()
-    pins = set(re.findall(r'ray\[default\]==([\w.]+)"', text))
-    tags = set(re.findall(r"rayproject/ray:([\d.]+)-", text))
-    assert pins == tags == {ray.__version__}
+    tags = set(re.findall(r"rayproject/ray:([\d.]+)-", path.read_text()))
+    locked = {r.partition("==")[2] for r in requirement_lines(LOCK) if r.startswith("ray==")}
+    wanted = set(re.findall(r"^ray\[default\]==([\w.]+)$", LOCK_INPUT.read_text(), re.M))
+    assert tags == locked == wanted == {ray.__version__}
 
 
 def test_aws_gpu_workers_have_one_gpu_and_the_head_none() -> None:
