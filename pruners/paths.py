@@ -205,6 +205,11 @@ class PathNetwork:
         self._nodes = list(graph_module.graph.nodes)
         self._index = {n: i for i, n in enumerate(self._nodes)}
         self._carrying = _carrying_nodes(self._nodes)
+        output = next(n for n in self._nodes if n.op == "output")
+        if not any(n in self._carrying for n in output.all_input_nodes):
+            raise ValueError(
+                "the model's output does not depend on its input: it has no input→output path"
+            )
         self._cuts = {
             n
             for n in _output_dominators(self._nodes)

@@ -325,7 +325,7 @@ EXACT = {
     "mlp": Case(MLP, (12,)),
     "lenet": Case(LeNet, (1, 16, 16)),
     "vgg-bn": Case(VGGBN, (2, 8, 8)),
-    "resnet18": Case(ResNet18, (3, 32, 32)),
+    "resnet18": Case(ResNet18, (3, 16, 16)),
     "depthwise": Case(DepthwiseNet, (3, 8, 8)),
     "inception": Case(Inception, (2, 6, 6)),
     "head-first": Case(HeadFirst, (2, 6)),
