@@ -20,8 +20,16 @@ What the linearized network computes, layer by layer:
   of the paper. With ``bias_paths=True`` each bias ``b`` enters with value ``|b|^p`` (masked
   when pruned), which is what SynFlow's reference procedure (the network on ``|θ|``) computes.
 - ReLU, Dropout and Identity are the identity (every input is non-negative); pooling, flatten,
-  reshapes, concatenation and residual additions run as written (max-pooling routes each
-  window's largest path sum, as the network does).
+  reshapes, concatenation, means, sums and residual additions run as written (max-pooling
+  routes each window's largest path sum, as the network does); multiplication or division by
+  a positive number scales every path through it.
+- Everything else is refused: every node that depends on the input must be on an allowlist
+  (modules, functions and Tensor methods alike). GELU, SiLU, sigmoid, tanh, softmax,
+  layer/group norm, products or matmuls of two activations, subtraction, negation, scaling by
+  a non-positive number, a constant added to an activation, attention and unknown modules or
+  functions raise ``ValueError`` naming the node, the op and the model's source line: such a
+  network's output is no sum over paths of products of weights, so any R, trace or SynFlow
+  score would be a silent wrong number.
 
 Numerics (DESIGN.md §Numerics): path sums overflow float32 on deep networks. The graph is
 traced with ``torch.fx``; at every *cut* (a node every input→output path passes through: a
@@ -37,20 +45,24 @@ multilinear ``R``), so nothing overflows in float32 even on ResNet-110.
 
 from __future__ import annotations
 
+import math
 import operator
+import os
+import re
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import fx, nn
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _LINEAR = (nn.Linear,)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_OPEN = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+_OPEN = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
 _AS_IS = (
     nn.MaxPool1d,
     nn.MaxPool2d,
@@ -67,8 +79,58 @@ _AS_IS = (
     nn.Flatten,
     nn.Unflatten,
 )
-_OPEN_FUNCTIONS = {F.relu, torch.relu, F.dropout}
-_MERGES = {operator.add, operator.iadd, torch.add, torch.cat, torch.stack}
+# -- the allowlist ---------------------------------------------------------------------------
+# Every node of the traced graph that carries paths (depends on the input) must be one of these;
+# anything else is refused with the node, the op and the model's source line. Each entry is a
+# map that sends non-negative path sums to non-negative path sums and is linear with
+# non-negative coefficients (or routes them, as max-pooling), so R stays a sum over paths.
+# ReLUs and dropout: the identity once every input is non-negative (all gates open, eval form).
+# ReLU6 is not a ReLU: its clip at 6 is no 0/1 gate on a path sum, so it is refused.
+_OPEN_FUNCTIONS: frozenset[Any] = frozenset(
+    {
+        F.relu, F.relu_, torch.relu, torch.relu_,
+        F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    }
+)  # fmt: skip
+_OPEN_METHODS = frozenset({"relu", "relu_"})
+# Reshapes, selections, pooling, concatenation, means and sums: run as written.
+_AS_IS_FUNCTIONS: frozenset[Any] = frozenset(
+    {
+        torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.swapaxes,
+        torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, operator.getitem,
+        torch.cat, torch.concat, torch.concatenate, torch.stack,
+        torch.mean, torch.sum,
+        F.max_pool1d, F.max_pool2d, F.max_pool3d,
+        F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+        F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+        F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+        torch.max_pool1d, torch.max_pool2d, torch.max_pool3d,
+        torch.avg_pool1d, torch.adaptive_avg_pool1d,
+    }
+)  # fmt: skip
+_AS_IS_METHODS = frozenset(
+    {
+        "view", "view_as", "reshape", "reshape_as", "flatten", "permute", "transpose",
+        "swapaxes", "contiguous", "squeeze", "unsqueeze", "chunk", "split", "mean", "sum",
+    }
+)  # fmt: skip
+# Shape queries: their results carry no paths.
+_SHAPE_METHODS = frozenset({"size", "dim", "numel"})
+_SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
+# Addition of branches (every tensor operand carries paths) and scaling by a positive constant.
+_ADD_FUNCTIONS: frozenset[Any] = frozenset({operator.add, operator.iadd, torch.add})
+_ADD_METHODS = frozenset({"add", "add_"})
+_MUL_FUNCTIONS: frozenset[Any] = frozenset({operator.mul, operator.imul, torch.mul, torch.multiply})
+_DIV_FUNCTIONS: frozenset[Any] = frozenset(
+    {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide}
+)
+_MUL_METHODS = frozenset({"mul", "mul_"})
+_DIV_METHODS = frozenset({"div", "div_"})
+_MERGES = _ADD_FUNCTIONS | {torch.cat, torch.concat, torch.concatenate, torch.stack}
+_SUPPORTED = (
+    "supported: Linear/Conv (grouped too), BatchNorm, ReLU, Dropout, pooling, reshapes, "
+    "concatenation, additions of branches and scaling by positive constants"
+)
 
 Step = Callable[[list[Any], Mapping[str, torch.Tensor], "_State"], None]
 
@@ -127,7 +189,7 @@ class PathNetwork:
 
     def __init__(self, model: nn.Module, *, bias_paths: bool = False) -> None:
         try:
-            graph_module = fx.symbolic_trace(model)
+            graph_module = _trace(model)
         except Exception as err:  # fx raises many types; the message is what matters
             raise ValueError(
                 f"the model must be traceable by torch.fx to compute path quantities: {err}"
@@ -143,6 +205,12 @@ class PathNetwork:
         self.positions: dict[str, int] = {}
         self._nodes = list(graph_module.graph.nodes)
         self._index = {n: i for i, n in enumerate(self._nodes)}
+        self._carrying = _carrying_nodes(self._nodes)
+        output = next(n for n in self._nodes if n.op == "output")
+        if not any(n in self._carrying for n in output.all_input_nodes):
+            raise ValueError(
+                "the model's output does not depend on its input: it has no input→output path"
+            )
         self._cuts = {
             n
             for n in _output_dominators(self._nodes)
@@ -231,7 +299,9 @@ class PathNetwork:
         except RuntimeError as err:  # shape mismatches surface here as RuntimeError
             shape = tuple(inputs.shape[1:])
             raise ValueError(f"the model cannot take input_shape={shape}: {err}") from err
-        return PathOutput(env[self._output_index], state.log_scale)
+        output = env[self._output_index]
+        _check_output(output)
+        return PathOutput(output, state.log_scale)
 
     # -- compilation ------------------------------------------------------------------------
     def _compile(self, node: fx.Node, index: int) -> Step:
@@ -268,23 +338,42 @@ class PathNetwork:
         attr = _fetch(self.model, target)
         if isinstance(attr, nn.Parameter):
             raise ValueError(
-                f"parameter {target!r} is used outside a Linear/Conv/BatchNorm module; "
-                "path quantities need weights held by such modules"
+                f"parameter {target!r} is used outside a Linear/Conv/BatchNorm module "
+                f"(node {node.name!r} at {_source_line(node)}); path quantities need weights "
+                "held by such modules"
             )
         return lambda env, values, state: env.__setitem__(index, attr)
 
     def _node_function(self, node: fx.Node) -> Callable[..., Any]:
+        """What the node computes in the path network; refuses every op off the allowlist."""
         if node.op == "call_module":
-            return self._module_function(str(node.target))
+            return self._module_function(node)
+        if node not in self._carrying:  # shape arithmetic, constants: no path runs through
+            return _as_written(node)
+        target = node.target
         if node.op == "call_function":
-            target = node.target
             if target in _OPEN_FUNCTIONS:
                 return lambda values, state, x, *a, **k: x
-            return lambda values, state, *a, **k: target(*a, **k)  # type: ignore[operator]
-        method = str(node.target)
-        return lambda values, state, obj, *a, **k: getattr(obj, method)(*a, **k)
+            if target in _AS_IS_FUNCTIONS:
+                self._check_operands_carry(node)
+                return _as_written(node)
+            if target in _ADD_FUNCTIONS:
+                return self._branch_add(node)
+            if target in _MUL_FUNCTIONS or target in _DIV_FUNCTIONS:
+                return self._positive_scale(node, divide=target in _DIV_FUNCTIONS)
+        elif node.op == "call_method":
+            if target in _OPEN_METHODS:
+                return lambda values, state, x, *a, **k: x
+            if target in _AS_IS_METHODS:
+                return _as_written(node)
+            if target in _ADD_METHODS:
+                return self._branch_add(node)
+            if target in _MUL_METHODS or target in _DIV_METHODS:
+                return self._positive_scale(node, divide=target in _DIV_METHODS)
+        raise _refusal(node, _describe(node))
 
-    def _module_function(self, target: str) -> Callable[..., Any]:
+    def _module_function(self, node: fx.Node) -> Callable[..., Any]:
+        target = str(node.target)
         module = self._modules[target]
         if isinstance(module, _CONV + _LINEAR):
             return self._weight_layer(module)
@@ -294,11 +383,46 @@ class PathNetwork:
             return lambda values, state, x, *a, **k: x
         if isinstance(module, _AS_IS):
             return lambda values, state, *a, **k: module(*a, **k)
-        raise ValueError(
-            f"module {target!r} of type {type(module).__name__} is not path-decomposable; "
-            "supported: Linear, Conv, BatchNorm, ReLU, Dropout, pooling, Flatten and "
-            "functional residual adds/concatenation"
-        )
+        raise _refusal(node, _describe(node))
+
+    def _check_operands_carry(self, node: fx.Node) -> None:
+        """A concatenation must join path-carrying tensors only (no constant tensor)."""
+        if node.target not in _MERGES:
+            return
+        for operand in node.all_input_nodes:
+            if operand not in self._carrying:
+                raise _refusal(node, f"{_describe(node)} of a constant {operand.name!r}")
+
+    def _branch_add(self, node: fx.Node) -> Callable[..., Any]:
+        """``a + b`` of two path-carrying branches (``alpha > 0``); a constant shift is refused."""
+        operands = list(node.args[:2])
+        if len(operands) != 2 or not all(
+            isinstance(o, fx.Node) and o in self._carrying for o in operands
+        ):
+            raise _refusal(node, f"{_describe(node)} of a constant (a shift, not a path)")
+        alpha = node.kwargs.get("alpha", 1)
+        if set(node.kwargs) - {"alpha"} or len(node.args) > 2 or not _positive_number(alpha):
+            raise _refusal(node, f"{_describe(node)} with {alpha=} (a subtraction)")
+        return lambda values, state, a, b, **k: a + b * k["alpha"] if k else a + b
+
+    def _positive_scale(self, node: fx.Node, *, divide: bool) -> Callable[..., Any]:
+        """``x * c``, ``c * x`` or ``x / c`` with a positive number ``c`` (checked when run)."""
+        operands = list(node.args[:2])
+        carrying = [isinstance(o, fx.Node) and o in self._carrying for o in operands]
+        what = _describe(node)
+        if len(operands) != 2 or node.kwargs or sum(carrying) != 1 or (divide and carrying[1]):
+            kind = "two activations" if sum(carrying) == 2 else "an activation by a tensor"
+            raise _refusal(node, f"{what} of {kind}" if not divide else f"{what} ({kind})")
+        position = carrying.index(True)
+
+        def run(values: Mapping[str, torch.Tensor], state: _State, *args: Any) -> Any:
+            x, constant = args[position], args[1 - position]
+            if not _positive_number(constant):
+                value = constant if not isinstance(constant, torch.Tensor) else "a tensor"
+                raise _refusal(node, f"{what} by {value} (only positive numbers keep paths)")
+            return x / constant if divide else x * constant
+
+        return run
 
     def _weight_layer(self, module: nn.Module) -> Callable[..., Any]:
         w_name = self._register(module.weight, self.weight_names)
@@ -492,6 +616,108 @@ def _is_merge(node: fx.Node) -> bool:
     """A node joining several branches (a residual add, a concatenation)."""
     if node.op == "call_function" and node.target in _MERGES:
         return len(node.all_input_nodes) >= 2
-    if node.op == "call_method" and node.target in ("add", "add_"):
+    if node.op == "call_method" and node.target in _ADD_METHODS:
         return len(node.all_input_nodes) >= 2
     return False
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx`` tracing that records each node's source line for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def _carrying_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
+    """Nodes whose value depends on the input as a tensor (shape queries carry no paths)."""
+    carrying: set[fx.Node] = set()
+    for node in nodes:
+        if node.op == "placeholder":
+            carrying.add(node)
+        elif node.op == "call_method" and node.target in _SHAPE_METHODS:
+            continue
+        elif node.op == "call_function" and node.target is getattr:
+            if len(node.args) > 1 and node.args[1] in _SHAPE_ATTRIBUTES:
+                continue
+            if any(p in carrying for p in node.all_input_nodes):
+                carrying.add(node)
+        elif node.op != "output" and any(p in carrying for p in node.all_input_nodes):
+            carrying.add(node)
+    return carrying
+
+
+def _as_written(node: fx.Node) -> Callable[..., Any]:
+    if node.op == "call_method":
+        method = str(node.target)
+        return lambda values, state, obj, *a, **k: getattr(obj, method)(*a, **k)
+    target = cast(Callable[..., Any], node.target)
+    return lambda values, state, *a, **k: target(*a, **k)
+
+
+def _positive_number(value: Any) -> bool:
+    """A Python number (not a tensor, not a bool) that is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _describe(node: fx.Node) -> str:
+    """The op of a node in the user's words: a function, a Tensor method or a module type."""
+    if node.op == "call_module":
+        module = node.graph.owning_module.get_submodule(str(node.target))  # type: ignore[union-attr]
+        return f"module {str(node.target)!r} of type {type(module).__name__}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    target = node.target
+    name = getattr(target, "__name__", None) or str(target)
+    for prefix, namespace in (("torch.nn.functional", F), ("torch", torch), ("operator", operator)):
+        if getattr(namespace, name, None) is target:
+            return f"{prefix}.{name}"
+    module = getattr(target, "__module__", None) or ""
+    return f"{module}.{name}" if module and module != "builtins" else name
+
+
+def _source_line(node: fx.Node) -> str:
+    """``file:line (code)`` of the model's source that made ``node``, from fx's stack trace."""
+    trace = node.meta.get("stack_trace")
+    if not trace:
+        return "an unknown source line"
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*([^\n]*)', trace)
+    torch_dir = os.path.dirname(torch.__file__)
+    user = [f for f in frames if not f[0].startswith(torch_dir)]
+    if not user:
+        return "an unknown source line"
+    path, line, function, code = user[-1]
+    return f"{path}:{line} in {function} ({code.strip()})"
+
+
+def _refusal(node: fx.Node, what: str) -> ValueError:
+    return ValueError(
+        f"{what} is not path-decomposable (node {node.name!r} at {_source_line(node)}): path "
+        f"quantities and path scorers (SynFlow family, pk-preserve) need a ReLU network whose "
+        f"paths multiply; {_SUPPORTED}. Non-path scorers (magnitude, random, snip, grasp) "
+        "still work on this model"
+    )
+
+
+def _check_output(output: Any) -> None:
+    """``R`` of non-negative values on a non-negative input is >= 0; NaN or < 0 is a bug."""
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(
+            f"path quantities need a model that returns one tensor, but it returns "
+            f"{type(output).__name__}"
+        )
+    with torch.no_grad():
+        primal = fwAD.unpack_dual(output).primal
+        bad = torch.isnan(primal).any() | (primal < 0).any()
+    if bool(bad):
+        raise ValueError(
+            "the path network's output is NaN or negative, which a sum of non-negative path "
+            "values cannot be: the model holds an op the allowlist should have refused"
+        )

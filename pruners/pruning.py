@@ -9,13 +9,13 @@ Tanaka et al. (2020); sanity checks after Frankle et al. (2021).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pruners.masks import Masks, check_masks, ones_masks, prunable_parameters
+from pruners.masks import Masks, ParameterRef, check_masks, ones_masks, prunable_parameters
 from pruners.scores import INPUTS, SCORERS, ScoreContext, Scores, SynFlowParams
 
 if TYPE_CHECKING:
@@ -231,6 +231,7 @@ def prune(
     invert: bool = False,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    parameters: Iterable[ParameterRef] | None = None,
 ) -> Masks:
     """Prune ``model`` at initialization and return its masks; the model is not changed.
 
@@ -246,13 +247,17 @@ def prune(
         path_exponent: SynFlow-family p (overrides the preset).
         score_exponent: SynFlow-family a (overrides the preset).
         input: SynFlow-family input, ``"ones"`` or ``"data-mean"`` (overrides the preset).
-        dense_classifier: never prune the last Linear layer.
+        dense_classifier: never prune the layers that feed the output (found in the traced
+            graph, wherever they are registered).
         include_bias: biases are prunable too.
         include_norm: BatchNorm scales are prunable too.
         invert: keep the *lowest* scores (the inversion sanity check of Frankle et al. 2021).
         seed: seed of the random scorer.
         dtype: dtype of path-based scores (default float64, whose rankings equal the exact
             ones; float32 is about 4x faster on CPU but flips near-ties).
+        parameters: explicit (module, parameter name) pairs to prune, as
+            ``torch.nn.utils.prune.global_unstructured`` takes them (default: every weight of
+            Linear/Conv/MultiheadAttention, see :func:`pruners.masks.default_parameters`).
 
     Returns:
         Masks keyed by parameter name (bool, True = kept), exactly ``round(density · N)``
@@ -273,6 +278,7 @@ def prune(
         include_bias=include_bias,
         include_norm=include_norm,
         dense_classifier=dense_classifier,
+        parameters=parameters,
     )
     if not params:
         raise ValueError("the model has no prunable parameters (Linear/Conv weights)")
@@ -309,6 +315,7 @@ def score(
     include_norm: bool = False,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    parameters: Iterable[ParameterRef] | None = None,
 ) -> Scores:
     """Scores of every prunable weight of the (masked) model; larger scores are kept.
 
@@ -317,7 +324,9 @@ def score(
     ratios and rankings are exact while magnitudes never overflow. See :func:`prune` for the
     arguments. Gebhart, Saxena, Schrater (2021).
     """
-    params = prunable_parameters(model, include_bias=include_bias, include_norm=include_norm)
+    params = prunable_parameters(
+        model, include_bias=include_bias, include_norm=include_norm, parameters=parameters
+    )
     ctx = _context(
         model, method, list(params), input_shape, sample,
         path_exponent, score_exponent, input, seed, dtype,

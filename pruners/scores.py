@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pruners.paths import PathNetwork, path_network
 
@@ -292,6 +293,7 @@ def snip_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
     }
 
 
+@sdpa_kernel(SDPBackend.MATH)  # Hg is a double backward: CPU's fused attention has none
 def grasp_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:
     """GraSP (Wang et al., 2020): keep large ``θ ⊙ Hg``, i.e. prune large ``-θ ⊙ Hg``.
 

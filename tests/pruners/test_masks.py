@@ -14,6 +14,7 @@ from pruners.masks import (
     apply_masks,
     check_masks,
     classifier_name,
+    classifier_names,
     density,
     layer_densities,
     load_masks,
@@ -48,9 +49,97 @@ def test_prunable_parameters_default_and_options() -> None:
     dense = prunable_parameters(model, dense_classifier=True)
     assert list(dense) == ["conv1.weight", "conv2.weight"]
     assert classifier_name(model) == "classifier.weight"
-    assert classifier_name(nn.Sequential(nn.Conv2d(1, 1, 1))) is None
+    # The layer feeding the output is the classifier, a 1x1 conv head too (issue 9).
+    assert classifier_name(nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())) == "0.weight"
+    assert classifier_name(nn.Sequential(nn.ReLU(), nn.Flatten())) is None
     params = dict(model.named_parameters())
     assert all(p is params[n] for n, p in prunable_parameters(model).items())
+
+
+class _HeadFirst(nn.Module):
+    """Registers its classifier before the body: registration order would name ``body.2``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+        self.body = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 5)
+        self.a = nn.Linear(5, 3)
+        self.b = nn.Linear(5, 3)
+        self.tail = nn.Linear(3, 3)  # registered last, feeds nothing of the output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        return self.a(h) + self.b(h)
+
+
+def test_classifier_is_what_feeds_the_output_not_the_last_registered() -> None:
+    model = _HeadFirst()
+    assert classifier_name(model) == "head.weight"
+    dense = prunable_parameters(model, dense_classifier=True)
+    assert list(dense) == ["body.0.weight", "body.2.weight"]
+    two = _TwoHeads()
+    assert classifier_names(two) == ["a.weight", "b.weight"]
+    assert list(prunable_parameters(two, dense_classifier=True)) == ["body.weight", "tail.weight"]
+    with pytest.raises(ValueError, match="several layers feed the output"):
+        classifier_name(two)
+
+
+def test_dense_classifier_keeps_the_head_registered_first_dense() -> None:
+    torch.manual_seed(0)
+    masks = pruners.prune(_HeadFirst(), "synflow", 0.3, 2, input_shape=(4,), dense_classifier=True)
+    assert list(masks) == ["body.0.weight", "body.2.weight"]
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2)
+        self.kv = nn.MultiheadAttention(4, 2, kdim=3, vdim=5)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.attn(x, x, x)[0])
+
+
+def test_multihead_attention_weights_are_prunable_by_default() -> None:
+    model = _Attention()
+    assert list(prunable_parameters(model)) == [
+        "attn.in_proj_weight", "attn.out_proj.weight",
+        "kv.q_proj_weight", "kv.k_proj_weight", "kv.v_proj_weight", "kv.out_proj.weight",
+        "fc.weight",
+    ]  # fmt: skip
+    with_bias = prunable_parameters(model, include_bias=True)
+    assert {"attn.in_proj_bias", "attn.out_proj.bias", "fc.bias"} <= set(with_bias)
+    masks = pruners.prune(model, "magnitude", 0.5, input_shape=(3, 4))
+    assert "attn.in_proj_weight" in masks and "kv.q_proj_weight" in masks
+
+
+def test_explicit_module_parameter_pairs_select_what_is_pruned() -> None:
+    model = conv_bn()
+    pairs = [(model.classifier, "weight"), (model.bn1, "weight"), (model.conv1, "weight")]
+    chosen = prunable_parameters(model, parameters=pairs)
+    assert list(chosen) == ["conv1.weight", "bn1.weight", "classifier.weight"]  # model order
+    masks = pruners.prune(model, "magnitude", 0.5, input_shape=SHAPE, parameters=pairs)
+    assert list(masks) == list(chosen)
+    scores = pruners.score(model, "synflow", input_shape=SHAPE, parameters=pairs)
+    assert list(scores) == list(chosen)
+    with pytest.raises(ValueError, match="not part of the model"):
+        prunable_parameters(model, parameters=[(nn.Linear(2, 2), "weight")])
+    with pytest.raises(ValueError, match=r"'gamma', which is no parameter of BatchNorm2d"):
+        prunable_parameters(model, parameters=[(model.bn1, "gamma")])
+    with pytest.raises(ValueError, match="pairs"):
+        prunable_parameters(model, parameters=["conv1.weight"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="include_bias"):
+        prunable_parameters(model, parameters=pairs, include_bias=True)
 
 
 def test_apply_masks_zeroes_exactly_the_pruned_weights_in_place() -> None:

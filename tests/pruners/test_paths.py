@@ -12,12 +12,14 @@ import copy
 import gc
 import itertools
 import math
+import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import pruners
@@ -591,3 +593,105 @@ def test_count_mode_uses_the_masks_as_weights_without_reading_values() -> None:
             {"0.weight": masks["0.weight"].double(), "3.weight": torch.ones(2, 48).double()}, ones
         )
     assert float(counted.log_sum()) == pytest.approx(float(explicit.log_sum()), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- the allowlist
+
+
+class _Scaled(nn.Module):
+    """An MLP whose hidden activation goes through ``op`` (a lambda of the activation)."""
+
+    def __init__(self, op: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(6, 3)
+        self.register_buffer("gain", torch.full((6,), 2.0))
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.op(self, torch.relu(self.fc1(x))))
+
+
+ACCEPTED_OPS: dict[str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], float]] = {
+    # name: (op, factor by which R grows over the identity)
+    "times 2": (lambda m, h: h * 2, 2.0),
+    "2 times": (lambda m, h: 2 * h, 2.0),
+    "over 4": (lambda m, h: h / 4, 0.25),
+    "mul method": (lambda m, h: h.mul(3), 3.0),
+    "shape arithmetic": (lambda m, h: h.view(h.size(0), h.size(1) * 1) / h.size(1), 1 / 6),
+    "add alpha": (lambda m, h: torch.add(h, h, alpha=0.5), 1.5),
+    "iadd": (lambda m, h: h.relu_().add_(h.contiguous()), 2.0),
+    "cat and sum": (lambda m, h: torch.cat([h, h], 1).view(1, 2, 6).sum(1), 2.0),
+}
+REFUSED_OPS: dict[str, tuple[Callable[[nn.Module, torch.Tensor], torch.Tensor], str]] = {
+    "times 0": (lambda m, h: h * 0, "operator.mul by 0"),
+    "over -2": (lambda m, h: h / -2, "operator.truediv by -2"),
+    "2 over": (lambda m, h: 2 / h, "operator.truediv"),
+    "times buffer": (lambda m, h: h * m.gain, "operator.mul by a tensor"),
+    "plus buffer": (lambda m, h: h + m.gain, "operator.add of a constant"),
+    "alpha -1": (lambda m, h: torch.add(h, h, alpha=-1), "torch.add with alpha=-1"),
+    "cat constant": (lambda m, h: torch.cat([h, m.gain[None]], 1)[:, :6], "of a constant"),
+    "negation": (lambda m, h: -h, "operator.neg"),
+    "square": (lambda m, h: h * h, "operator.mul of two activations"),
+    "exp": (lambda m, h: h.exp(), "Tensor.exp"),
+    "clamp": (lambda m, h: h.clamp(max=1.0), "Tensor.clamp"),
+    "to float": (lambda m, h: h.float(), "Tensor.float"),
+    "relu6": (lambda m, h: F.relu6(h), "relu6"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_OPS))
+def test_positive_linear_ops_are_accepted_and_scale_r_exactly(name: str) -> None:
+    op, factor = ACCEPTED_OPS[name]
+    torch.manual_seed(0)
+    model = _Scaled(op).double()
+    plain = _Scaled(lambda m, h: h).double()
+    plain.load_state_dict(model.state_dict())
+    ones = torch.ones(1, 4, dtype=torch.float64)
+    values = PathNetwork(model).base_values(2.0)
+    log_r = float(PathNetwork(model)(values, ones).log_sum())
+    log_plain = float(PathNetwork(plain)(values, ones).log_sum())
+    assert log_r - log_plain == pytest.approx(math.log(factor), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_OPS))
+def test_ops_off_the_allowlist_are_refused_with_node_op_and_line(name: str) -> None:
+    op, what = REFUSED_OPS[name]
+    model = _Scaled(op)
+    ones = torch.ones(1, 4)
+    with pytest.raises(ValueError, match=re.escape(what) + r".*not path-decomposable \(node '"):
+        net = PathNetwork(model)
+        net(net.base_values(1.0), ones)
+    with pytest.raises(ValueError, match=r"test_paths\.py:\d+ in <lambda>"):
+        pruners.path_kernel_stats(model, (4,))
+
+
+def test_relu6_module_is_refused_its_clip_is_no_path_gate() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU6(), nn.Linear(6, 3))
+    with pytest.raises(ValueError, match=r"ReLU6.*not path-decomposable"):
+        pruners.path_kernel_stats(model, (4,))
+
+
+def test_nan_weights_and_outputs_without_paths_are_errors_not_collapse() -> None:
+    torch.manual_seed(0)
+    model = _Scaled(lambda m, h: h)
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN or negative"):
+        pruners.path_kernel_stats(model, (4,))
+
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.ones(x.shape))
+
+    with pytest.raises(ValueError, match="does not depend on its input"):
+        pruners.path_kernel_stats(Constant(), (4,))
+    # Pruning every path is a legitimate layer collapse, not an error.
+    model = _Scaled(lambda m, h: h)
+    masks = {"fc2.weight": torch.zeros(3, 6, dtype=torch.bool)}
+    stats = pruners.path_kernel_stats(model, (4,), masks)
+    assert stats.layer_collapse and stats.log_trace == -math.inf
