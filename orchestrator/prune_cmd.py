@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
 import yaml
@@ -168,13 +168,13 @@ def check_names(args: argparse.Namespace) -> None:
     """
     import pruners
 
-    registries = {
-        "--model": (args.model, pruners.MODELS),
-        "--data": (args.data, pruners.DATASETS),
-        "--pruner": (args.pruner, pruners.SCORERS),
-        "--schedule": (args.schedule, pruners.SCHEDULES),
-        "--scope": (args.scope, pruners.SCOPES),
-        "--input": (args.input, pruners.INPUTS),
+    registries: dict[str, tuple[str | None, Collection[str]]] = {
+        "--model": (args.model, list(pruners.MODELS)),
+        "--data": (args.data, list(pruners.DATASETS)),
+        "--pruner": (args.pruner, list(pruners.SCORERS)),
+        "--schedule": (args.schedule, list(pruners.SCHEDULES)),
+        "--scope": (args.scope, list(pruners.SCOPES)),
+        "--input": (args.input, list(pruners.INPUTS)),
     }
     for flag, (name, valid) in registries.items():
         if name is not None and name not in valid:

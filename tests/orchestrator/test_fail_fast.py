@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -107,8 +106,18 @@ def test_first_line_of_study_run_comes_before_torch_is_imported(tmp_path: Path) 
     spec = write_spec(tmp_path / "spec.yaml", SMALL_SPEC.replace("trials: 6", "trials: 0"))
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "orchestrator.cli", "study", "run"]
-        + [str(spec), "--out", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "orchestrator.cli",
+            "study",
+            "run",
+            str(spec),
+            "--out",
+            str(tmp_path / "o"),
+        ],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -122,7 +131,7 @@ def test_first_line_of_study_run_comes_before_torch_is_imported(tmp_path: Path) 
             break
     first_line_s = time.monotonic() - start
     rest = proc.communicate(timeout=300)[0]
-    assert seen and seen[-1].startswith("pathsweep: starting"), seen + [rest]
+    assert seen and seen[-1].startswith("pathsweep: starting"), [*seen, rest]
     assert "torch" not in _imported(seen) and "ray" not in _imported(seen)
     assert "torch" in _imported(rest.splitlines())  # imported later, to check the spec
     assert first_line_s < 5.0, f"first line after {first_line_s:.1f} s"
@@ -150,7 +159,7 @@ def test_out_that_is_not_a_study_is_not_told_to_resume(
 
 
 def test_a_second_ctrl_c_exits_at_once_with_one_line(tmp_path: Path) -> None:
-    script = f"""
+    script = """
 import os, signal, time
 from pathlib import Path
 from orchestrator.cli import _install_interrupt_handler
