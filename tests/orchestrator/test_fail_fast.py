@@ -262,3 +262,36 @@ def test_a_study_that_completes_no_trial_exits_1_with_the_whole_most_frequent_er
     ), error
     runs = json.loads((out / RUN_FILE).read_text())["runs"]
     assert runs[-1]["status"] == "failed" and runs[-1]["complete"] == 0
+
+
+def test_data_check_opens_torchvision_files_once_and_before_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a stand-in torchvision: present files pass (shape known), absent ones are refused."""
+    import types
+
+    import numpy as np
+
+    from orchestrator.errors import SpecError
+    from orchestrator.spec import check_buildable
+
+    opened: list[tuple[str, bool, bool]] = []
+
+    class FakeCIFAR10:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            opened.append((root, train, download))
+            if not (Path(root) / "cifar-10-batches-py").is_dir():
+                raise RuntimeError("Dataset not found or corrupted.")
+            self.data = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+            self.targets = [0, 1]
+
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(CIFAR10=FakeCIFAR10)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    spec = small_spec(data={"name": "cifar10", "root": str(tmp_path)})
+    with pytest.raises(SpecError, match=r"^data: dataset 'cifar10' not found under root="):
+        check_buildable(spec)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    opened.clear()
+    check_buildable(spec)
+    assert opened == [(str(tmp_path), True, False), (str(tmp_path), False, False)]
