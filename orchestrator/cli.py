@@ -10,21 +10,25 @@
     pathsweep prune ...      (pathsweep prune --help)
     pathsweep analyze DIR [DIR ...] --report OUT
 
-Bad input (spec, arguments, a non-empty ``--out``, an unreachable ``--address``) is one line on
-stderr and exit code 2, before anything is written or Ray starts.
+Bad input (spec, arguments, a non-empty ``--out``, an unreachable ``--address``, data that
+cannot load, a model above the memory budget) is one line on stderr and exit code 2, before
+anything is written or Ray starts. Arguments are parsed before torch, Ray or Optuna are imported,
+and ``study run`` says it started before it imports them. A study that completes no trial exits
+with code 1 and its most frequent error; Ctrl-C stops it (exit 130), a second Ctrl-C at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator.errors import SetupError, SpecError
+from orchestrator.errors import SetupError, SpecError, plain_text
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -39,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (no usage block) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: error: {message}")
 
 
 def _positive_int(text: str) -> int:
@@ -135,11 +139,29 @@ def _prepare_run(args: argparse.Namespace, spec: Any) -> tuple[Any, Path, str | 
     from orchestrator.studydir import check_new_out
 
     spec = with_overrides(spec, getattr(args, "trials", None), args.workers)
-    check_buildable(spec)
     out = Path(args.out)
+    _check_out(out)
     check_new_out(out)
+    check_buildable(spec)
     _check_storage(getattr(args, "storage", None), new_study=spec.study)
     return spec, out, resolve_address(args.address)
+
+
+def _check_out(out: Path) -> None:
+    """A non-empty ``--out``: say whether it is a study (resume it) or something else."""
+    from orchestrator.studydir import RUN_FILE, SPEC_FILE
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / SPEC_FILE).is_file() and (out / RUN_FILE).is_file():
+        raise SetupError(
+            f"--out {str(out)!r} holds a study already; continue it with "
+            f"`pathsweep study resume {out}`, or choose a new directory"
+        )
+    raise SetupError(
+        f"--out {str(out)!r} is not empty and is not a study directory; "
+        "choose a new or empty directory"
+    )
 
 
 def _check_storage(url: str | None, new_study: str | None = None) -> None:
@@ -254,8 +276,10 @@ def _execute_locked(
     record_run(out, entry)
     view = make_view(view_mode)
     options: dict[str, Any] = {} if trial_fn is None else {"trial_fn": trial_fn}
+    previous = None
     try:
         with ray_session(address):
+            previous = _install_interrupt_handler(out)  # after ray.init, which may set its own
             summary = run_study(spec, out, resume=resume, storage=storage, view=view, **options)
     except KeyboardInterrupt:
         record_run(out, {**entry, "status": "interrupted"})
@@ -266,11 +290,14 @@ def _execute_locked(
     except BaseException:
         record_run(out, {**entry, "status": "failed"})
         raise
+    finally:
+        _restore_interrupt_handler(previous)
+    failed = summary.complete == 0 and spec.trials > 0
     record_run(
         out,
         {
             **entry,
-            "status": "finished",
+            "status": "failed" if failed else "finished",
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "workers": summary.workers,
             "complete": summary.complete,
@@ -284,7 +311,55 @@ def _execute_locked(
         f"{summary.retried} retried attempts, {summary.validated} validation runs, "
         f"{summary.workers} workers, {summary.wall_s:.1f} s -> {out}"
     )
+    if failed:
+        print(f"pathsweep: error: {_no_trial_completed(summary)}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def _no_trial_completed(summary: Any) -> str:
+    """One line: no trial completed, and the most frequent error of the failed attempts."""
+    text = f"study {summary.study} completed no trial"
+    if summary.top_error is None:
+        return text
+    error, count, total = summary.top_error
+    return f"{text}; most frequent error ({count} of {total} failed attempts): {error}"
+
+
+def _install_interrupt_handler(out: Path) -> Any:
+    """The first Ctrl-C stops the study cleanly (KeyboardInterrupt); a second one exits now.
+
+    The second one exits with one line and code 130, without a traceback or waiting for Ray to
+    shut down; the study directory is then as after a killed driver, which ``resume`` repairs.
+    """
+    if not _is_main_thread():
+        return None
+    pressed = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        if pressed:
+            os.write(
+                2,
+                f"pathsweep: interrupted again; stopped at once; continue with "
+                f"`pathsweep study resume {out}`\n".encode(),
+            )
+            os._exit(EXIT_INTERRUPTED)
+        pressed = True
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_interrupt_handler(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -332,6 +407,21 @@ def _quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+_ERROR_CHARS = 4000  # an error message reaches the user whole (one line, no ANSI codes)
+
+
+def _say_starting(args: argparse.Namespace) -> None:
+    """The first line of a study command, before the slow imports (torch, Ray, Optuna)."""
+    if getattr(args, "view", None) == "quiet":
+        return
+    if getattr(args, "action", None) == "run":
+        _say(f"pathsweep: starting study {args.spec} -> {args.out} (checking spec and data) ...")
+    elif getattr(args, "action", None) == "resume":
+        _say(f"pathsweep: resuming study {args.dir} ...")
+    elif args.command == "demo":
+        _say(f"pathsweep: starting the demo study -> {args.out} ...")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pathsweep`` with ``argv`` (default: the command line); returns the exit code.
 
@@ -354,8 +444,9 @@ def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] in ("prune", "analyze"):
             return _passthrough(argv[0], argv[1:])
-        _quiet_libraries()
         args = build_parser().parse_args(argv)
+        _say_starting(args)
+        _quiet_libraries()
         return int(args.func(args))
     except _UsageError as exc:
         print(f"{exc}", file=sys.stderr)
@@ -366,11 +457,12 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
+        print("pathsweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get("PATHSWEEP_DEBUG"):
             raise
-        text = " ".join(str(exc).split())[:500]
+        text = plain_text(str(exc))[:_ERROR_CHARS]
         print(
             f"pathsweep: error: {type(exc).__name__}: {text} (PATHSWEEP_DEBUG=1 shows the "
             "traceback)",

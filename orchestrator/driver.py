@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import rows as R
-from orchestrator.errors import SetupError
+from orchestrator.errors import SetupError, plain_text
 from orchestrator.maskstore import store_masks
 from orchestrator.progress import BaseView, format_params
 from orchestrator.samplers import make_sampler
@@ -51,6 +51,8 @@ from orchestrator.trial import TrialConfig, TrialFn, make_config, resolve_params
 from orchestrator.worker import Outcome, WorkerInfo, actor_class
 
 ABANDONED = "pathsweep_abandoned"
+#: Longest error text kept per row (the worker keeps as much; a real message fits whole).
+ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class StudySummary:
     wall_s: float
     best: list[dict[str, Any]] = field(default_factory=list)
     times: DriverTimes = field(default_factory=DriverTimes)
+    top_error: tuple[str, int, int] | None = (
+        None  # (error, its count, FAIL rows) when none completed
+    )
 
 
 @dataclass
@@ -154,10 +159,18 @@ def plan_workers(spec: StudySpec, resources: Mapping[str, float], needed: int) -
     return max(1, min(count, max(needed, 1))), per_gpu
 
 
-def describe_ray_error(exc: BaseException, limit: int = 2000) -> str:
-    """One line: the error type and its message with whitespace collapsed."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:limit]
+def describe_ray_error(exc: BaseException, limit: int = ERROR_CHARS) -> str:
+    """One plain line: the error type and its message, whitespace collapsed, no ANSI codes.
+
+    A task that raised (``RayTaskError``) is described by the exception it raised, so the
+    user reads the real message instead of Ray's coloured traceback of the remote call.
+    """
+    import ray
+
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        exc = cause
+    return plain_text(f"{type(exc).__name__}: {exc}")[:limit]
 
 
 def _torch_version() -> str:
@@ -375,7 +388,7 @@ class StudyDriver:
             slot.info = ray.get(ref)
         except ray.exceptions.RayError as exc:
             slot.start_failures += 1
-            cause = describe_ray_error(exc, limit=500)
+            cause = describe_ray_error(exc)
             if slot.start_failures >= 2:
                 raise SetupError(f"worker {slot.index} could not start: {cause}") from None
             self.view.message(f"worker {slot.index} failed to start, retrying: {cause}")
@@ -704,6 +717,7 @@ class StudyDriver:
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(ABANDONED) for t in trials)
+        top_error = most_frequent_error(self.out) if complete == 0 else None
         return StudySummary(
             study=self.spec.study,
             out=self.out,
@@ -716,7 +730,23 @@ class StudyDriver:
             wall_s=wall,
             best=self._best.best(),
             times=self.times,
+            top_error=top_error,
         )
+
+
+def most_frequent_error(out: str | Path) -> tuple[str, int, int] | None:
+    """The most frequent error of the FAIL rows of a study: ``(error, count, FAIL rows)``.
+
+    Ties go to the error seen first. None when no row failed with an error.
+    """
+    table = read_trials(Path(out) / TRIALS_DIR)
+    if not table.num_rows or "error" not in table.column_names:
+        return None
+    errors = [e for e in table.column("error").to_pylist() if e]
+    if not errors:
+        return None
+    error, count = Counter(errors).most_common(1)[0]
+    return error, count, len(errors)
 
 
 def run_study(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 MAX_MESSAGE = 600  # characters; a longer message is cut, saying how much was left out
@@ -23,6 +24,10 @@ def _bounded(message: str) -> str:
     return f"{message[: MAX_MESSAGE - 40]}... ({len(message) - MAX_MESSAGE + 40} more characters)"
 
 
+# ANSI escape sequences (colours, cursor moves) that Ray and rich put into error text.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
 class SpecError(ValueError):
     """A study spec or a command-line value breaks a rule; the message names field and rule."""
 
@@ -32,3 +37,8 @@ class SpecError(ValueError):
 
 class SetupError(RuntimeError):
     """The study cannot start (unreachable cluster, output directory in use, ...)."""
+
+
+def plain_text(text: str) -> str:
+    """``text`` as one plain line: ANSI escape codes removed, whitespace collapsed."""
+    return " ".join(_ANSI.sub("", text).split())

@@ -11,6 +11,9 @@ A study's trial, retrained or exported (its saved masks are used when the study 
 
 The work is :func:`orchestrator.trial.run_trial`, the function every study trial runs (same
 seeding, same options); this module only turns arguments into its config and formats its result.
+
+The arguments are parsed and their numbers checked before torch is imported, so a bad one is
+rejected at once (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
 import yaml
+
+#: Upper bound of ``--iterations`` (as ``search.iterations`` of a study spec).
+MAX_ITERATIONS = 100_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,10 +131,7 @@ def trial_config(args: argparse.Namespace) -> Any:
     from orchestrator.spec import DataSpec, ModelSpec, PruneSpec
     from orchestrator.trial import TrialConfig
 
-    if args.iterations < 1:
-        raise ValueError(f"--iterations >= 1 must hold, but got {args.iterations}")
-    if args.train_epochs < 0:
-        raise ValueError(f"--train-epochs >= 0 must hold, but got {args.train_epochs}")
+    check_args(args)
     if args.trial is not None or args.from_study is not None:
         return _study_trial_config(args)
     params = {
@@ -264,6 +267,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 _TRIAL_ONLY = ("layer_density", "layer_trace_share")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The rules on the numbers of the arguments, checked without importing torch.
+
+    Names (model, data, pruner, schedule, ...) are checked by ``pruners`` itself.
+
+    Raises:
+        ValueError: the first broken rule, naming the argument.
+    """
+    if not 0 < args.density <= 1:
+        raise ValueError(f"0 < density <= 1 must hold, but got density={args.density!r}")
+    if not 1 <= args.iterations <= MAX_ITERATIONS:
+        raise ValueError(
+            f"1 <= --iterations <= {MAX_ITERATIONS:,} must hold, but got {args.iterations}"
+        )
+    if args.train_epochs < 0:
+        raise ValueError(f"--train-epochs >= 0 must hold, but got {args.train_epochs}")
+    if args.per_class < 1:
+        raise ValueError(f"--per-class >= 1 must hold, but got {args.per_class}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size >= 1 must hold, but got {args.batch_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr > 0 must hold, but got {args.lr}")
+    _options(args.option)  # KEY=VALUE form
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """The names of the arguments are registered in ``pruners`` (checked before data loads).
+
+    Raises:
+        ValueError: an unknown name, naming the argument and the valid ones.
+    """
+    import pruners
+
+    registries: dict[str, tuple[str | None, Collection[str]]] = {
+        "--model": (args.model, list(pruners.MODELS)),
+        "--data": (args.data, list(pruners.DATASETS)),
+        "--pruner": (args.pruner, list(pruners.SCORERS)),
+        "--schedule": (args.schedule, list(pruners.SCHEDULES)),
+        "--scope": (args.scope, list(pruners.SCOPES)),
+        "--input": (args.input, list(pruners.INPUTS)),
+    }
+    for flag, (name, valid) in registries.items():
+        if name is not None and name not in valid:
+            raise ValueError(f"{flag} must be one of {sorted(valid)}, but got {name!r}")
+
+
 def _print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -290,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pathsweep prune``; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)  # before torch is imported: a bad argument is rejected at once
+        check_names(args)
         result = run(args)
     except (ValueError, RuntimeError, FloatingPointError) as err:
         print(f"pathsweep prune: error: {err}".splitlines()[0], file=sys.stderr)

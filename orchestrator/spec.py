@@ -44,7 +44,25 @@ TRAIN_METRICS: tuple[str, ...] = (
 )
 DIRECTIONS = ("maximize", "minimize")
 DEVICES = ("auto", "cpu", "cuda")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (fullmatch): no "\n" tail
+#: Longest study name (it names files, the Optuna study and a Parquet column value).
+MAX_NAME_CHARS = 100
+#: Upper bounds that catch typos (``trials: 1e38``) before Ray starts; far above real studies.
+MAX_TRIALS = 1_000_000
+MAX_ITERATIONS = 100_000
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 100_000
+MAX_ATTEMPTS = 100
+MAX_PREFETCH = 64
+MAX_SAMPLE_PER_CLASS = 100_000
+#: Bounds of integer model options, checked before the model is built (even on the meta device
+#: a depth of 1e9 would take forever to build).
+MODEL_OPTION_BOUNDS: dict[str, int] = {"width": 1_000_000, "depth": 1_000}
+#: Default of ``trial_timeout_s``: an attempt running longer is killed and recorded as FAIL.
+DEFAULT_TRIAL_TIMEOUT_S = 3600.0
+#: Default of ``trial_memory_gb``: the most memory one trial is estimated to need (see
+#: :func:`estimate_trial_bytes`); a spec above it is refused before Ray starts.
+DEFAULT_TRIAL_MEMORY_GB = 16.0
 # TrainConfig fields the orchestrator sets itself.
 _TRAIN_OWNED = ("epochs", "seed", "device")
 
@@ -166,7 +184,11 @@ class StudySpec:
         seed: seeds the model's initialization (the same for every trial), the prune sample,
             training and the sampler.
         max_attempts: attempts per trial when actors die (killed, OOM, node lost).
-        trial_timeout_s: an attempt running longer is killed and recorded as FAIL.
+        trial_timeout_s: an attempt running longer is killed and recorded as FAIL (default
+            ``DEFAULT_TRIAL_TIMEOUT_S`` = 3600 s; a hanging trial never hangs the study).
+        trial_memory_gb: the memory budget of one trial: a spec whose estimated need
+            (:func:`estimate_trial_bytes`) is larger is refused before Ray starts
+            (default ``DEFAULT_TRIAL_MEMORY_GB`` = 16; raise it for big GPUs).
         device: ``auto`` (CUDA where the actor holds a GPU), ``cpu`` or ``cuda``.
         prefetch: trials queued per actor behind the running one; hides the driver's
             ask/tell time (0: the sampler sees every result before the next ask).
@@ -189,7 +211,8 @@ class StudySpec:
     prune: PruneSpec = field(default_factory=PruneSpec)
     seed: int = 0
     max_attempts: int = 3
-    trial_timeout_s: float | None = None
+    trial_timeout_s: float | None = DEFAULT_TRIAL_TIMEOUT_S
+    trial_memory_gb: float = DEFAULT_TRIAL_MEMORY_GB
     device: str = "auto"
     prefetch: int = 1
     save_masks: bool = False
@@ -298,11 +321,13 @@ def _mapping(raw: object, path: str) -> dict[str, Any]:
     return raw
 
 
-def _int(raw: object, path: str, minimum: int | None = None) -> int:
+def _int(raw: object, path: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise SpecError(f"{path} must be an integer, but got {type(raw).__name__} {raw!r}")
     if minimum is not None and raw < minimum:
         raise SpecError(f"{path} >= {minimum} must hold, but got {path}={raw!r}")
+    if maximum is not None and raw > maximum:
+        raise SpecError(f"{path} <= {maximum:,} must hold, but got {path}={raw!r}")
     return raw
 
 
@@ -349,6 +374,10 @@ def _parse_model(raw: object) -> ModelSpec:
     for key in options:
         if key not in valid:
             raise SpecError(f"model: unknown option {key!r} for model {name!r}; valid: {valid}")
+    for key, bound in MODEL_OPTION_BOUNDS.items():
+        value = options.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > bound:
+            raise SpecError(f"model.{key} <= {bound:,} must hold, but got model.{key}={value!r}")
     return ModelSpec(name, _scalar_options(options, "model"))
 
 
@@ -380,7 +409,20 @@ def _parse_search(raw: object, density: object) -> SearchSpace:
     if "density" not in params:
         raise SpecError("density is required (a value, a list, or a range under search)")
     _check_knobs(params)
+    _check_iterations(params.get("iterations"))
     return SearchSpace(params)
+
+
+def _check_iterations(param: space.Param | None) -> None:
+    """Pruning rounds are bounded: each round scores the whole network once."""
+    values: tuple[space.Scalar, ...] = ()
+    if isinstance(param, space.IntRange | space.FloatRange):
+        values = (param.high,)
+    elif param is not None:
+        values = _values(param)
+    for value in values:
+        if isinstance(value, int | float) and value > MAX_ITERATIONS:
+            raise SpecError(f"search.iterations <= {MAX_ITERATIONS:,} must hold, but got {value!r}")
 
 
 def _values(param: space.Param) -> tuple[space.Scalar, ...]:
@@ -446,7 +488,7 @@ def _parse_train(raw: object) -> TrainSpec:
     raw = {} if raw is None else _mapping(raw, "train")
     valid = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "device"))
     _keys(raw, "train", valid)
-    epochs = _int(raw.get("epochs", 0), "train.epochs", 0)
+    epochs = _int(raw.get("epochs", 0), "train.epochs", 0, MAX_EPOCHS)
     options = {k: v for k, v in raw.items() if k != "epochs"}
     try:
         TrainConfig(epochs=epochs, **options)
@@ -459,9 +501,9 @@ def _parse_validate(raw: object) -> ValidateSpec:
     raw = {} if raw is None else _mapping(raw, "validate")
     _keys(raw, "validate", ("top_k", "random_k", "epochs"))
     return ValidateSpec(
-        _int(raw.get("top_k", 0), "validate.top_k", 0),
-        _int(raw.get("random_k", 0), "validate.random_k", 0),
-        _int(raw.get("epochs", 20), "validate.epochs", 0),
+        _int(raw.get("top_k", 0), "validate.top_k", 0, MAX_TRIALS),
+        _int(raw.get("random_k", 0), "validate.random_k", 0, MAX_TRIALS),
+        _int(raw.get("epochs", 20), "validate.epochs", 0, MAX_EPOCHS),
     )
 
 
@@ -474,7 +516,9 @@ def _parse_prune(raw: object) -> PruneSpec:
         if name in raw:
             path = f"prune.{name}"
             is_int = name == "sample_per_class"
-            values[name] = _int(raw[name], path, 1) if is_int else _bool(raw[name], path)
+            values[name] = (
+                _int(raw[name], path, 1, MAX_SAMPLE_PER_CLASS) if is_int else _bool(raw[name], path)
+            )
     return PruneSpec(**values)
 
 
@@ -484,7 +528,7 @@ def parse_workers(raw: object, path: str = "workers") -> int | None:
         return None
     if isinstance(raw, str) and raw.isdigit():
         raw = int(raw)
-    return _int(raw, path, 1)
+    return _int(raw, path, 1, MAX_WORKERS)
 
 
 def _gpus(raw: object) -> float:
@@ -517,8 +561,12 @@ def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
     if "study" not in raw:
         raise SpecError("study (the study's name) is required")
     study = _str(raw["study"], "study")
-    if not _NAME.match(study):
-        raise SpecError(f"study must match {_NAME.pattern}, but got {study!r}")
+    if not _NAME.fullmatch(study):
+        raise SpecError(f"study must match {_NAME.pattern} (whole name), but got {study!r}")
+    if len(study) > MAX_NAME_CHARS:
+        raise SpecError(
+            f"study must have at most {MAX_NAME_CHARS} characters, but got {len(study)}"
+        )
     if "model" not in raw:
         raise SpecError("model is required, e.g. model: {name: fc}")
     train = _parse_train(raw.get("train"))
@@ -530,7 +578,7 @@ def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
         search=_parse_search(raw.get("search"), raw.get("density")),
         objectives=objectives,
         sampler=_parse_sampler(raw.get("sampler"), len(objectives)),
-        trials=_int(raw.get("trials", 100), "trials", 1),
+        trials=_int(raw.get("trials", 100), "trials", 1, MAX_TRIALS),
         workers=parse_workers(raw.get("workers", "auto")),
         gpus_per_worker=_gpus(raw.get("gpus_per_worker", 1.0)),
         cpus_per_worker=_positive(raw.get("cpus_per_worker", 1.0), "cpus_per_worker"),
@@ -538,18 +586,22 @@ def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
         validate=_parse_validate(raw.get("validate")),
         prune=_parse_prune(raw.get("prune")),
         seed=_int(raw.get("seed", 0), "seed", 0),
-        max_attempts=_int(raw.get("max_attempts", 3), "max_attempts", 1),
+        max_attempts=_int(raw.get("max_attempts", 3), "max_attempts", 1, MAX_ATTEMPTS),
         trial_timeout_s=_timeout(raw.get("trial_timeout_s")),
+        trial_memory_gb=_positive(
+            raw.get("trial_memory_gb", DEFAULT_TRIAL_MEMORY_GB), "trial_memory_gb"
+        ),
         device=_str(raw.get("device", "auto"), "device", DEVICES),
-        prefetch=_int(raw.get("prefetch", 1), "prefetch", 0),
+        prefetch=_int(raw.get("prefetch", 1), "prefetch", 0, MAX_PREFETCH),
         save_masks=_bool(raw.get("save_masks", False), "save_masks"),
     )
     check_grid(spec)
     return spec
 
 
-def _timeout(raw: object) -> float | None:
-    return None if raw is None else _positive(raw, "trial_timeout_s")
+def _timeout(raw: object) -> float:
+    """A positive number of seconds; absent (or ``null``) = ``DEFAULT_TRIAL_TIMEOUT_S``."""
+    return DEFAULT_TRIAL_TIMEOUT_S if raw is None else _positive(raw, "trial_timeout_s")
 
 
 def check_grid(spec: StudySpec) -> None:
@@ -563,54 +615,128 @@ def check_grid(spec: StudySpec) -> None:
         )
 
 
-# Input shape and classes of the datasets that need files (checked without loading them).
-_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "cifar100": ((3, 32, 32), 100),
-}
+#: Copies of the parameters a trial holds at once (weights, masks, scores, gradients, two
+#: optimizer states), the factor of :func:`estimate_trial_bytes`.
+PARAM_COPIES = 6
+#: Activations are kept for the backward pass and have gradients of their own.
+ACTIVATION_COPIES = 2
+_BYTES = 4  # float32
+
+
+def check_data(spec: StudySpec) -> tuple[tuple[int, ...], int]:
+    """The dataset is present and loadable (files found, torchvision imports); its shape.
+
+    Runs before Ray starts, so a missing ``root``, a missing torchvision or absent files are
+    one line instead of a failure in every actor. With ``download: true`` the files are
+    fetched here, once, instead of by every actor at the same time.
+
+    Returns:
+        ``(input_shape, num_classes)`` of the dataset.
+
+    Raises:
+        SpecError: the data cannot be loaded; the message names the cause.
+    """
+    from pruners.data import check_dataset
+
+    try:
+        return check_dataset(
+            spec.data.name,
+            root=spec.data.root,
+            download=spec.data.download,
+            seed=spec.seed,
+            **spec.data.options,
+        )
+    except (TypeError, ValueError, RuntimeError, OSError) as exc:
+        raise SpecError(f"data: {' '.join(str(exc).split())}") from None
+
+
+def trial_batch(spec: StudySpec, num_classes: int) -> int:
+    """The largest batch a trial feeds the model: the prune sample or a training batch."""
+    from pruners.training import TrainConfig
+
+    batch = spec.prune.sample_per_class * num_classes
+    if spec.train.epochs > 0 or spec.validate.top_k + spec.validate.random_k > 0:
+        size = spec.train.options.get("batch_size", TrainConfig.batch_size)
+        batch = max(batch, int(size))
+    return batch
+
+
+def estimate_trial_bytes(model: Any, input_shape: tuple[int, ...], batch: int) -> int:
+    """Estimated peak memory of one trial: ``4 * (6 * P + 2 * B * A)`` bytes.
+
+    ``P`` counts the parameters and buffers, ``A`` the outputs of every leaf module for one
+    example, found by one forward pass on PyTorch's meta device (shapes only: no memory, no
+    compute), ``B`` is the batch. It is a coarse upper estimate meant to refuse specs that
+    cannot fit (e.g. an ``fc`` of width 100000: 40 GB per layer), not to pack memory tightly.
+
+    Args:
+        model: the model, best built on the meta device (any device works).
+        input_shape: the shape of one example.
+        batch: the largest batch a trial uses.
+    """
+    import torch
+
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    activations = 0
+
+    def count(_module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal activations
+        if isinstance(output, torch.Tensor):
+            activations += output.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    device = next(model.parameters(), torch.empty(0, device="meta")).device
+    was_training = model.training
+    model.eval()  # BatchNorm running statistics stay untouched
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return _BYTES * (PARAM_COPIES * params + ACTIVATION_COPIES * batch * activations)
 
 
 def check_buildable(spec: StudySpec) -> None:
-    """Build the model once on PyTorch's meta device (no memory, no data) to check its options.
+    """Check the data and the model before Ray starts, using no memory for the model.
 
-    Datasets that ship with ``pruners`` (digits, synthetic) are loaded to learn their shape and
-    to check their options; the others use their known shape.
+    The data must be present and loadable (:func:`check_data`). The model is built once on
+    PyTorch's meta device to check its options, and its estimated memory need
+    (:func:`estimate_trial_bytes`) must fit ``trial_memory_gb``.
 
     Raises:
-        SpecError: a model or dataset option the builders reject.
+        SpecError: data that cannot load, a model or dataset option the builders reject, or a
+            model above the memory budget.
     """
     import torch
 
     import pruners
 
-    if spec.data.name in _SHAPES:
-        shape, classes = _SHAPES[spec.data.name]
-    else:
-        try:
-            ds = pruners.load_dataset(
-                spec.data.name,
-                root=spec.data.root,
-                download=False,
-                seed=spec.seed,
-                **spec.data.options,
-            )
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise SpecError(f"data: {exc}") from None
-        shape, classes = ds.input_shape, ds.num_classes
+    shape, classes = check_data(spec)
     try:
         with torch.device("meta"):
-            pruners.build_model(
+            model = pruners.build_model(
                 spec.model.name, input_shape=shape, num_classes=classes, **spec.model.options
             )
     except (TypeError, ValueError, RuntimeError) as exc:
         raise SpecError(f"model: {exc}") from None
+    need = estimate_trial_bytes(model, shape, trial_batch(spec, classes))
+    budget = spec.trial_memory_gb * 2**30
+    if need > budget:
+        raise SpecError(
+            f"trial_memory_gb: a trial needs an estimated {need / 2**30:,.1f} GiB "
+            f"(model {spec.model.name} {dict(spec.model.options)}), above the budget "
+            f"trial_memory_gb={spec.trial_memory_gb:g}; make the model smaller or raise "
+            "trial_memory_gb"
+        )
 
 
 def with_overrides(spec: StudySpec, trials: int | None, workers: int | str | None) -> StudySpec:
     """``spec`` with command-line overrides of ``trials`` and ``workers`` applied and checked."""
     if trials is not None:
-        spec = replace(spec, trials=_int(trials, "--trials", 1))
+        spec = replace(spec, trials=_int(trials, "--trials", 1, MAX_TRIALS))
         check_grid(spec)
     if workers is not None:
         spec = replace(spec, workers=parse_workers(workers, "--workers"))
@@ -664,6 +790,7 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "seed": spec.seed,
         "max_attempts": spec.max_attempts,
         "trial_timeout_s": spec.trial_timeout_s,
+        "trial_memory_gb": spec.trial_memory_gb,
         "device": spec.device,
         "prefetch": spec.prefetch,
         "save_masks": spec.save_masks,

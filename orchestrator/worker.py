@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, replace
 from typing import Any
 
+from orchestrator.errors import plain_text
 from orchestrator.spec import DataSpec
 from orchestrator.trial import TrialConfig, TrialFn, TrialResult, load_data, run_trial
 
@@ -64,7 +65,7 @@ def describe_error(exc: BaseException) -> str:
     """``Type: message`` and the innermost frame, capped in length."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    text = f"{type(exc).__name__}: {exc}{where}"
+    text = plain_text(f"{type(exc).__name__}: {exc}{where}")  # one line, no ANSI codes
     return text[:_MAX_ERROR_CHARS]
 
 

@@ -196,22 +196,30 @@ def images_to_tensor(data: Any) -> torch.Tensor:
     return images.to(torch.float32).div(255.0).contiguous()
 
 
+def _torchvision_splits(name: str, class_name: str, root: str | None, download: bool) -> list[Any]:
+    """The train and test splits as torchvision datasets (uint8 arrays, not yet tensors)."""
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a data directory: pass root=...")
+    datasets = _import_torchvision(name).datasets
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(getattr(datasets, class_name)(root=root, train=train, download=download))
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"dataset {name!r} not found under root={root!r} with {download=}; "
+                f"pass download=True to fetch it ({exc})"
+            ) from exc
+    return splits
+
+
 def _torchvision_loader(name: str, class_name: str, num_classes: int) -> Callable[..., Dataset]:
     def load(*, root: str | None, download: bool, seed: int) -> Dataset:
         del seed  # the official train/test split is fixed
-        if root is None:
-            raise ValueError(f"dataset {name!r} needs a data directory: pass root=...")
-        datasets = _import_torchvision(name).datasets
-        splits = []
-        for train in (True, False):
-            try:
-                split = getattr(datasets, class_name)(root=root, train=train, download=download)
-            except RuntimeError as exc:
-                raise RuntimeError(
-                    f"dataset {name!r} not found under root={root!r} with {download=}; "
-                    f"pass download=True to fetch it ({exc})"
-                ) from exc
-            splits.append((images_to_tensor(split.data), torch.as_tensor(split.targets)))
+        splits = [
+            (images_to_tensor(split.data), torch.as_tensor(split.targets))
+            for split in _torchvision_splits(name, class_name, root, download)
+        ]
         (x_train, y_train), (x_test, y_test) = splits
         return _make_dataset(name, (x_train, x_test), (y_train, y_test), num_classes)
 
@@ -227,6 +235,12 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": _torchvision_loader("mnist", "MNIST", 10),
     "cifar10": _torchvision_loader("cifar10", "CIFAR10", 10),
     "cifar100": _torchvision_loader("cifar100", "CIFAR100", 100),
+}
+# torchvision datasets: class name, input shape and classes (known without loading the files).
+_TORCHVISION: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "mnist": ("MNIST", (1, 28, 28), 10),
+    "cifar10": ("CIFAR10", (3, 32, 32), 10),
+    "cifar100": ("CIFAR100", (3, 32, 32), 100),
 }
 
 
@@ -264,6 +278,34 @@ def load_dataset(
         if option not in valid:
             raise ValueError(f"unknown option {option!r} for dataset {name!r}; valid: {valid}")
     return DATASETS[name](root=root, download=download, seed=seed, **options)
+
+
+def check_dataset(
+    name: str, *, root: str | None = None, download: bool = False, seed: int = 0, **options: Any
+) -> tuple[tuple[int, ...], int]:
+    """Check that :func:`load_dataset` will succeed, more cheaply; return its shape and classes.
+
+    The torchvision datasets are opened by torchvision (which finds and verifies the files, or
+    downloads them with ``download=True``) but not converted to tensors; the bundled ones are
+    loaded (they are small).
+
+    Returns:
+        ``(input_shape, num_classes)``.
+
+    Raises:
+        ValueError: unknown name or option, a bad option value, or a missing ``root``.
+        RuntimeError: torchvision is needed but does not import, or the data is not in ``root``.
+    """
+    if name not in _TORCHVISION:
+        dataset = load_dataset(name, root=root, download=download, seed=seed, **options)
+        return dataset.input_shape, dataset.num_classes
+    valid = sorted(dataset_options(name))
+    for option in options:
+        if option not in valid:
+            raise ValueError(f"unknown option {option!r} for dataset {name!r}; valid: {valid}")
+    class_name, shape, classes = _TORCHVISION[name]
+    _torchvision_splits(name, class_name, root, download)
+    return shape, classes
 
 
 def prune_sample(dataset: Dataset, per_class: int = 10, seed: int = 0) -> PruneSample:

@@ -285,6 +285,41 @@ BAD_SPECS: list[tuple[str, str, str]] = [
     ),
     ("gpus per worker", SMALL_SPEC + "gpus_per_worker: -1\n", "gpus_per_worker must be 0"),
     ("max attempts", SMALL_SPEC + "max_attempts: 0\n", "max_attempts >= 1 must hold"),
+    # Fail fast (issue 10): sane upper bounds, whole names, data and memory checked before Ray.
+    (
+        "huge trials",
+        SMALL_SPEC.replace("trials: 6", "trials: " + "1" + "0" * 38),
+        "trials <= 1,000,000 must hold",
+    ),
+    (
+        "huge iterations",
+        SMALL_SPEC.replace("iterations: {low: 1, high: 4}", "iterations: {low: 1, high: 1e20}"),
+        "search.iterations",
+    ),
+    (
+        "huge fixed iterations",
+        SMALL_SPEC.replace("iterations: {low: 1, high: 4}", "iterations: 100000000"),
+        "search.iterations <= 100,000 must hold",
+    ),
+    (
+        "huge depth",
+        SMALL_SPEC.replace("depth: 3", "depth: 1000000000"),
+        "model.depth <= 1,000 must hold",
+    ),
+    ("name with newline", SMALL_SPEC.replace("study: test-small", 'study: "ok\\n"'), "study must"),
+    ("long name", SMALL_SPEC.replace("test-small", "a" * 101), "at most 100 characters"),
+    (
+        "model over the memory budget",
+        SMALL_SPEC.replace("width: 16", "width: 100000"),
+        "trial_memory_gb: a trial needs an estimated",
+    ),
+    (
+        "cifar10 without root",
+        SMALL_SPEC.replace("name: digits", "name: cifar10"),
+        "data: dataset 'cifar10' needs a data directory",
+    ),
+    ("huge prefetch", SMALL_SPEC + "prefetch: 1000000\n", "prefetch <= 64 must hold"),
+    ("zero timeout", SMALL_SPEC + "trial_timeout_s: 0\n", "trial_timeout_s > 0 must hold"),
 ]
 
 
@@ -348,7 +383,8 @@ def test_non_empty_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code, err = _run_cli(["study", "run", str(spec), "--out", str(out)], capsys)
-    assert code == 2 and "is not empty" in err and "study resume" in err
+    assert code == 2 and "is not empty and is not a study directory" in err
+    assert "resume" not in err  # not a study: nothing to resume (issue 10)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
@@ -374,4 +410,50 @@ def test_console_entry_prints_one_line_without_traceback(tmp_path: Path) -> None
     assert proc.stderr.strip().splitlines() == [
         "pathsweep: error: density in (0, 1] must hold, but got density=2"
     ]
-    assert proc.stdout == "" and not out.exists()
+    assert proc.stdout.startswith("pathsweep: starting study")  # the first line comes at once
+    assert proc.stdout.count("\n") == 1 and not out.exists()
+
+
+def test_cifar_without_files_or_torchvision_fails_before_ray(tmp_path: Path) -> None:
+    """A root that holds no data fails validation (torchvision missing, or files absent)."""
+    spec = small_spec(data={"name": "cifar10", "root": str(tmp_path)})
+    with pytest.raises(SpecError, match=r"^data: dataset 'cifar10' (needs torchvision|not found)"):
+        check_buildable(spec)
+
+
+def test_memory_budget_is_overridable_and_the_estimate_grows_with_width() -> None:
+    import torch
+
+    import pruners
+    from orchestrator.spec import estimate_trial_bytes
+
+    def need(width: int, device: str = "meta") -> int:
+        with torch.device(device):
+            model = pruners.build_model("fc", (1, 8, 8), 10, width=width, depth=3)
+        return estimate_trial_bytes(model, (1, 8, 8), 100)
+
+    # fc width 1000, depth 3 on 8x8 inputs: 64*1000 + 1000*1000 + 1000*10 weights, 2010 biases;
+    # per example the outputs of flatten (64), fc1, relu1, fc2, relu2 (1000 each), classifier (10).
+    params, activations = 64 * 1000 + 1000 * 1000 + 1000 * 10 + 2010, 64 + 4 * 1000 + 10
+    assert need(1000) == need(1000, "cpu") == 4 * (6 * params + 2 * 100 * activations)
+    assert need(2000) > 3 * need(1000)
+    big = {"name": "fc", "width": 30000, "depth": 3}  # ~22 GiB
+    with pytest.raises(SpecError, match=r"trial_memory_gb=16"):
+        check_buildable(small_spec(model=big))
+    check_buildable(small_spec(model=big, trial_memory_gb=64))
+
+
+def test_trial_timeout_has_a_default_and_round_trips() -> None:
+    from orchestrator.spec import DEFAULT_TRIAL_TIMEOUT_S
+
+    spec = small_spec()
+    assert spec.trial_timeout_s == DEFAULT_TRIAL_TIMEOUT_S == 3600.0
+    assert parse_spec(load_yaml(dump_spec(spec))) == spec
+    assert small_spec(trial_timeout_s=5).trial_timeout_s == 5.0
+
+
+def test_study_name_is_matched_whole() -> None:
+    for bad in ("ok\n", "a" * 101, "ok\nmore", "-x"):
+        with pytest.raises(SpecError, match=r"^study must"):
+            small_spec(study=bad)
+    assert small_spec(study="a" * 100).study == "a" * 100
