@@ -1,7 +1,8 @@
-"""Column vocabulary of the Parquet results (DESIGN.md §Parquet results).
+"""Column vocabulary of the Parquet results, as analysis uses it.
 
 One place names the data-free statistics, the baselines, the trained metrics and the columns
-that define a comparable group, so every analysis agrees on them. The data-free statistics are
+that define a comparable group, so every analysis agrees on them; the names come from
+:mod:`analysis.schema`, which owns every Parquet column. The data-free statistics are
 the Path Kernel quantities of Gebhart, Saxena & Schrater (2021), "A Unified Paths Perspective
 for Pruning at Initialization", measured on the pruned network at initialization.
 """
@@ -13,40 +14,28 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-#: Data-free statistics measured on the pruned network at initialization.
-DATA_FREE: tuple[str, ...] = (
-    "log_path_kernel_trace",
-    "log_path_l1",
-    "log_path_l2_squared",
-    "log_num_paths",
-    "effective_params",
-    "effective_fraction",
-    "layer_collapse",
-)
+from analysis import schema
+
+#: Data-free statistics measured on the pruned network at initialization (schema role
+#: ``predictor``; the spectrum's only in studies that measure it).
+DATA_FREE: tuple[str, ...] = schema.names(role="predictor")
 
 #: Baselines a data-free predictor has to beat (the zero-cost-proxy literature's controls).
-BASELINES: tuple[str, ...] = ("num_params", "macs")
+BASELINES: tuple[str, ...] = schema.names(role="baseline")
 
-#: Name of the seeded random score added as a third baseline.
+#: Name of the seeded random score added as a third baseline (derived, not a Parquet column).
 RANDOM_SCORE = "random_score"
 
-#: Trained metrics and whether a larger value is better.
-TRAINED: dict[str, bool] = {
-    "test_accuracy": True,
-    "best_test_accuracy": True,
-    "test_loss": False,
-    "train_loss_auc": False,
-    "epochs_to_threshold": False,
-    "final_train_loss": False,
-}
+#: Trained metrics and whether a larger value is better (schema role ``outcome``).
+TRAINED: dict[str, bool] = {c.name: c.higher_is_better for c in schema.columns(role="outcome")}
 
 #: Columns that make rows comparable, in the order groups are reported.
-GROUP_CANDIDATES: tuple[str, ...] = ("param_model", "param_dataset")
+GROUP_CANDIDATES: tuple[str, ...] = (schema.param_column("model"), schema.param_column("dataset"))
 
-PRUNER = "param_pruner"
-STATE_COMPLETE = "COMPLETE"
-VALIDATE_TOP = "validate-top"
-VALIDATE_RANDOM = "validate-random"
+PRUNER = schema.param_column("pruner")
+STATE_COMPLETE = schema.STATE_COMPLETE
+VALIDATE_TOP = schema.PHASE_TOP
+VALIDATE_RANDOM = schema.PHASE_RANDOM
 
 
 def present(df: pd.DataFrame, names: Iterable[str]) -> list[str]:
@@ -70,7 +59,7 @@ def density_column(df: pd.DataFrame) -> str | None:
     ``param_density`` (the requested density) is preferred: the achieved ``density`` differs
     from it by rounding and would split seeds of one configuration into separate groups.
     """
-    for name in ("param_density", "density"):
+    for name in (schema.param_column("density"), "density"):
         if name in df.columns and df[name].notna().any():
             return name
     return None

@@ -1,6 +1,7 @@
 """One Parquet row per trial attempt: the columns, their Arrow types, and how a row is built.
 
-The columns follow DESIGN.md §Parquet results. Every row carries the core columns; params are
+The columns, their types and meanings are owned by :mod:`analysis.schema`; this module writes
+through it. Every row carries the core columns; params are
 ``param_<name>``; each statistic of ``pruners.path_kernel_stats`` (Gebhart, Saxena, Schrater
 2021, "A Unified Paths Perspective for Pruning at Initialization") and each training metric sits
 under its own name. Timestamps are kept as epoch seconds in memory and stored as UTC
@@ -14,86 +15,50 @@ from typing import Any
 
 import pyarrow as pa
 
-from orchestrator.spec import STAT_METRICS, StudySpec
+from analysis import schema as S
+from analysis.schema import (
+    PHASE_RANDOM,
+    PHASE_SEARCH,
+    PHASE_TOP,
+    PHASES,
+    TIMESTAMP,
+    TIMESTAMP_COLUMNS,
+    param_column,
+)
+from orchestrator.spec import StudySpec
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
+__all__ = [
+    "CORE_COLUMNS",
+    "LAYER_COLUMNS",
+    "MASK_COLUMNS",
+    "PHASES",
+    "PHASE_RANDOM",
+    "PHASE_SEARCH",
+    "PHASE_TOP",
+    "STAT_TYPES",
+    "TIMESTAMP",
+    "TIMESTAMP_COLUMNS",
+    "TIMING_COLUMNS",
+    "TRAIN_TYPES",
+    "declared_schema",
+    "param_column",
+    "rows_to_table",
+    "trial_id",
+]
 
+# Views of ``analysis.schema`` (the one owner of the columns) for the row-building code.
 #: Core columns of every row, in order, with their Arrow types.
-CORE_COLUMNS: dict[str, pa.DataType] = {
-    "study": pa.string(),
-    "trial_id": pa.string(),
-    "optuna_number": pa.int64(),
-    "attempt": pa.int64(),
-    "phase": pa.string(),
-    "state": pa.string(),
-    "error": pa.string(),
-    "retry": pa.bool_(),
-    "node_id": pa.string(),
-    "gpu_ids": pa.string(),
-    "worker_pid": pa.int64(),
-    "device": pa.string(),
-    "started_at": TIMESTAMP,
-    "finished_at": TIMESTAMP,
-    "duration_s": pa.float64(),
-    "seed": pa.int64(),
-    "pathsweep_version": pa.string(),
-    "torch_version": pa.string(),
-}
-TIMESTAMP_COLUMNS = ("started_at", "finished_at")
-
+CORE_COLUMNS: dict[str, pa.DataType] = S.types(group="core")
 #: Types of the statistic columns (integers where pruners returns counts).
-STAT_TYPES: dict[str, pa.DataType] = {
-    name: pa.int64()
-    if name in ("effective_params", "num_params", "macs", "layer_collapse")
-    else pa.float64()
-    for name in STAT_METRICS
-}
+STAT_TYPES: dict[str, pa.DataType] = S.types(group="stat")
 #: Per-layer maps, stored as JSON text ({"layer.weight": value}).
-LAYER_COLUMNS: dict[str, pa.DataType] = {
-    "layer_density": pa.string(),
-    "layer_trace_share": pa.string(),
-}
+LAYER_COLUMNS: dict[str, pa.DataType] = S.types(group="layer")
 #: Training metrics and curves (trained rows only).
-TRAIN_TYPES: dict[str, pa.DataType] = {
-    "test_accuracy": pa.float64(),
-    "test_loss": pa.float64(),
-    "best_test_accuracy": pa.float64(),
-    "train_loss_auc": pa.float64(),
-    "epochs_to_threshold": pa.int64(),
-    "final_train_loss": pa.float64(),
-    "train_duration_s": pa.float64(),
-    "train_epochs": pa.int64(),
-    "train_loss_curve": pa.list_(pa.float64()),
-    "test_loss_curve": pa.list_(pa.float64()),
-    "test_accuracy_curve": pa.list_(pa.float64()),
-}
+TRAIN_TYPES: dict[str, pa.DataType] = S.types(group="train") | S.types(group="curve")
 #: Path of the trial's masks file, relative to the study directory (``save_masks: true``).
-MASK_COLUMNS: dict[str, pa.DataType] = {"masks_path": pa.string()}
+MASK_COLUMNS: dict[str, pa.DataType] = S.types(group="masks")
 #: Where the time of one trial went (seconds), measured inside the worker.
-TIMING_COLUMNS = ("time_data_s", "time_model_s", "time_prune_s", "time_stats_s", "time_train_s")
-
-PHASE_SEARCH = "search"
-PHASE_TOP = "validate-top"
-PHASE_RANDOM = "validate-random"
-PHASES = (PHASE_SEARCH, PHASE_TOP, PHASE_RANDOM)
-
-_PARAM_TYPES: dict[str, pa.DataType] = {
-    "pruner": pa.string(),
-    "path_exponent": pa.float64(),
-    "score_exponent": pa.float64(),
-    "iterations": pa.int64(),
-    "schedule": pa.string(),
-    "scope": pa.string(),
-    "input": pa.string(),
-    "density": pa.float64(),
-    "model": pa.string(),
-    "dataset": pa.string(),
-}
-
-
-def param_column(name: str) -> str:
-    """Column name of a parameter."""
-    return f"param_{name}"
+TIMING_COLUMNS: tuple[str, ...] = S.names(group="timing")
 
 
 def trial_id(number: int, attempt: int, phase: str = PHASE_SEARCH) -> str:
@@ -104,16 +69,12 @@ def trial_id(number: int, attempt: int, phase: str = PHASE_SEARCH) -> str:
 
 def declared_schema(spec: StudySpec) -> pa.Schema:
     """The columns a study's rows may have, so every Parquet file shares one schema."""
-    columns = dict(CORE_COLUMNS)
-    columns.update({param_column(n): t for n, t in _PARAM_TYPES.items()})
-    columns.update(STAT_TYPES)
-    columns.update(LAYER_COLUMNS)
-    columns.update({name: pa.float64() for name in TIMING_COLUMNS})
+    groups = ["core", "param", "stat", "layer", "timing"]
     if spec.train.epochs > 0 or spec.validate.top_k + spec.validate.random_k > 0:
-        columns.update(TRAIN_TYPES)
+        groups += ["train", "curve"]
     if spec.save_masks:
-        columns.update(MASK_COLUMNS)
-    return pa.schema(list(columns.items()))
+        groups.append("masks")
+    return S.arrow_schema(groups)
 
 
 def rows_to_table(

@@ -16,32 +16,16 @@ from typing import Any
 
 import yaml
 
+from analysis import schema
 from orchestrator import space
 from orchestrator.errors import SpecError, brief
 from orchestrator.samplers import check_sampler
 
-#: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init).
-STAT_METRICS: tuple[str, ...] = (
-    "log_path_kernel_trace",
-    "log_path_l1",
-    "log_path_l2_squared",
-    "log_num_paths",
-    "effective_params",
-    "effective_fraction",
-    "num_params",
-    "macs",
-    "density",
-    "layer_collapse",
-)
-#: Scalar metrics of ``pruners.train`` (only when every trial trains: ``train.epochs > 0``).
-TRAIN_METRICS: tuple[str, ...] = (
-    "test_accuracy",
-    "test_loss",
-    "best_test_accuracy",
-    "train_loss_auc",
-    "epochs_to_threshold",
-    "final_train_loss",
-)
+#: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init) and
+#: scalar metrics of ``pruners.train`` a study may optimize (only when every trial trains:
+#: ``train.epochs > 0``); both owned by :mod:`analysis.schema`.
+STAT_METRICS: tuple[str, ...] = schema.STAT_METRICS
+TRAIN_METRICS: tuple[str, ...] = schema.TRAIN_METRICS
 DIRECTIONS = ("maximize", "minimize")
 DEVICES = ("auto", "cpu", "cuda")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # matched whole (fullmatch): no "\n" tail

@@ -20,7 +20,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from pruners.masks import check_masks
+from pruners.masks import check_masks, density
 from pruners.paths import PathNetwork, path_network
 from pruners.scores import trace_factor, trace_values
 
@@ -263,7 +263,7 @@ def path_kernel_stats(
         effective_params=sum(trace.effective[n] for n in weights),
         num_params=sum(counts.values()),
         macs=sum(counts[n] * net.positions.get(n, 1) for n in weights),
-        density=_density(masks),
+        density=density(masks),
         layer_collapse=any(c == 0 for c in counts.values()) or log_trace == -math.inf,
         layer_density={n: counts[n] / params[n].numel() for n in weights},
         layer_trace_share={
@@ -286,8 +286,3 @@ def _count_value(
     """BatchNorm scales are 1 when counting paths (Linear/Conv weights use their masks)."""
     raw = net.raw_values_of(name)
     return torch.ones(raw.shape, dtype=dtype, device=raw.device) if mask is None else mask.to(dtype)
-
-
-def _density(masks: Mapping[str, torch.Tensor]) -> float:
-    total = sum(m.numel() for m in masks.values())
-    return sum(int(m.sum()) for m in masks.values()) / total if total else 1.0
