@@ -19,6 +19,12 @@ def ray_local() -> Iterator[None]:
     cluster (``ray.cluster_utils.Cluster``) call ``ray.shutdown()`` first; the next user of this
     fixture then starts a fresh local instance.
     """
+    start_local_ray()
+    yield
+
+
+def start_local_ray() -> None:
+    """Start the shared local Ray instance unless one is running (module-scoped fixtures)."""
     import ray
 
     if not ray.is_initialized():
@@ -29,7 +35,6 @@ def ray_local() -> Iterator[None]:
             log_to_driver=False,
             configure_logging=False,
         )
-    yield
 
 
 @pytest.fixture(scope="session", autouse=True)
