@@ -102,7 +102,7 @@ def synthetic_rows(
         "layer_collapse": collapse.astype(np.int64),
         "layer_density": [_layer_density(rng, d, c) for d, c in zip(density, collapse, strict=True)],
         "node_id": ["node-0"] * n,
-        "gpu_ids": [[0]] * n,
+        "gpu_ids": ["0"] * n,
         "worker_pid": rng.integers(1000, 2000, size=n),
         "duration_s": rng.uniform(0.5, 5.0, size=n),
         "seed": rng.integers(0, 5, size=n),

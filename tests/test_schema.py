@@ -112,3 +112,14 @@ def test_run_trial_writes_only_schema_columns_of_the_right_groups() -> None:
     assert set(result.timings) == set(S.names(group="timing"))
     layers = json.loads(result.metrics["layer_density"])
     assert layers and all(0.0 <= v <= 1.0 for v in layers.values())
+
+
+def test_synthetic_rows_follow_the_schema() -> None:
+    """The analysis tests' synthetic rows have the columns and types the orchestrator writes."""
+    from analysis.synthetic import synthetic_rows
+
+    table = synthetic_rows(40, seed=0, validate_k=3)
+    for field in table.schema:
+        assert field.name in S.BY_NAME, field.name
+        if not pa.types.is_null(field.type):  # an all-None column has no type of its own
+            assert field.type == S.BY_NAME[field.name].type, field.name
