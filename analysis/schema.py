@@ -246,3 +246,12 @@ TRAIN_METRICS: tuple[str, ...] = names(group="train", objective=True)
 OBJECTIVE_METRICS: tuple[str, ...] = names(objective=True)
 #: Timestamp columns (epoch seconds in memory, UTC timestamps on disk).
 TIMESTAMP_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.type == TIMESTAMP)
+
+
+def markdown() -> str:
+    """Every column as a Markdown table (name, type, group, source, meaning), for the docs."""
+    lines = ["| column | Arrow type | group | written by | meaning |", "|---|---|---|---|---|"]
+    for c in COLUMNS:
+        meaning = c.meaning.replace("|", "\\|")
+        lines.append(f"| `{c.name}` | `{c.type}` | {c.group} | `{c.source}` | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -123,3 +123,10 @@ def test_synthetic_rows_follow_the_schema() -> None:
         assert field.name in S.BY_NAME, field.name
         if not pa.types.is_null(field.type):  # an all-None column has no type of its own
             assert field.type == S.BY_NAME[field.name].type, field.name
+
+
+def test_markdown_lists_every_column_once() -> None:
+    text = S.markdown()
+    rows = text.strip().splitlines()[2:]
+    assert [r.split("`")[1] for r in rows] == list(S.names())
+    assert "| `log_path_kernel_trace` | `double` | stat | `pruners.PathKernelStats.metrics` |" in text
