@@ -179,6 +179,58 @@ def synflow_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scor
     return scores
 
 
+class SynFlowRounds:
+    """:func:`synflow_scores` over the rounds of one :func:`~pruners.prune` call.
+
+    One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
+    place (the same values :func:`synflow_scores` rebuilds from the masks every round, so
+    the scores are bit for bit the same); scores are returned for survivors only.
+
+    Args:
+        ctx: the scoring context (a SynFlow-family method).
+    """
+
+    def __init__(self, ctx: ScoreContext) -> None:
+        knobs = ctx.synflow
+        self.ctx = ctx
+        self.net = ctx.network(True)
+        self.values = {
+            n: v.clone().requires_grad_(n in ctx.names)
+            for n, v in ctx.base_values(knobs.path_exponent).items()
+        }
+        self.factors = None if knobs.score_exponent == 0 else ctx.base_values(knobs.score_exponent)
+        self.input = ctx.path_input(knobs.input)
+        self.leaves = [n for n in ctx.names if n in self.values]
+
+    def remove(self, name: str, flat_index: torch.Tensor) -> None:
+        """Zero the path values of pruned weights (flat indices into ``name``)."""
+        if name in self.values:
+            with torch.no_grad():
+                self.values[name].view(-1).index_fill_(0, flat_index, 0.0)
+
+    def scores_at(self, alive: Mapping[str, torch.Tensor | None]) -> Scores:
+        """Flat scores of the surviving weights (``alive[name]``: flat indices, None = all)."""
+        out = self.net(self.values, self.input)
+        grads = torch.autograd.grad(
+            out.output.sum(), [self.values[n] for n in self.leaves], allow_unused=True
+        )
+        by_name = dict(zip(self.leaves, grads, strict=True))
+        scores = {}
+        for name in self.ctx.names:
+            index = alive[name]
+            grad = by_name.get(name)
+            if grad is None:
+                size = self.ctx.parameters[name].numel() if index is None else index.numel()
+                scores[name] = torch.zeros(size, dtype=self.ctx.compute_dtype)
+                continue
+            flat = grad.reshape(-1) if index is None else grad.reshape(-1)[index]
+            if self.factors is not None:
+                factor = self.factors[name].reshape(-1)
+                flat = flat * (factor if index is None else factor[index])
+            scores[name] = flat
+        return scores
+
+
 def trace_values(
     net: PathNetwork, masks: Mapping[str, torch.Tensor], dtype: torch.dtype
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
