@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import pruners
 from pruners import pruning
+from pruners import scores as scores_module
 from pruners.data import PruneSample
 from pruners.pruning import keep_top, schedule_densities, select
 
@@ -402,10 +405,51 @@ def plain_synflow64(model: nn.Module, density: float, iterations: int) -> dict[s
     return masks
 
 
-def test_synflow_100_rounds_equal_the_plain_float64_loop() -> None:
+def test_synflow_100_rounds_equal_the_plain_float64_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Late rounds run the sparse layers (:class:`pruners.scores.SparseConv`): same masks."""
+    built: list[int] = []
+
+    class Counting(scores_module.SparseConv):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            built.append(self.values.numel())
+
+    monkeypatch.setattr(scores_module, "SparseConv", Counting)
     torch.manual_seed(1)
     model = pruners.build_model("vgg11", SHAPE, 10, width=8).eval()
     got = pruners.prune(model, "synflow", 0.02, 100, input_shape=SHAPE)
     want = plain_synflow64(model, 0.02, 100)
     for n in want:
         assert torch.equal(got[n], want[n]), n
+    assert len(built) > 50  # the sparse product ran, in many rounds and layers
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"padding": 1},
+        {"padding": 0, "stride": 2},
+        {"padding": (2, 1), "dilation": 2},
+        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
+    ],
+)
+def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> None:
+    """Output, input gradient and survivors' gradient of the sparse product vs ``conv2d``."""
+    torch.manual_seed(0)
+    options = {"kernel_size": 3, **options}
+    module = nn.Conv2d(5, 7, **options).double()
+    mask = torch.rand(module.weight.shape) < 0.3
+    weight = (module.weight.detach().abs() * mask).requires_grad_()
+    index = mask.flatten().nonzero().flatten()
+    x = torch.rand(2, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+    m = module
+    want = F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+    grad = torch.rand_like(want)
+    want_x, want_w = torch.autograd.grad(want, [x, weight], grad)
+    survivors = weight.detach().flatten()[index].requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    got = scores_module.SparseConv(module, index, survivors)(x2)
+    got_x, got_v = torch.autograd.grad(got, [x2, survivors], grad)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_v, want_w.flatten()[index], rtol=1e-13, atol=0)
