@@ -349,7 +349,7 @@ def _prune_rounds(
 
 def _gather(values: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     flat = values.reshape(-1)
-    return flat if index is None else flat[index]
+    return flat if index is None else flat.index_select(0, index)
 
 
 def score_with(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:

@@ -219,7 +219,8 @@ class SynFlowRounds:
             if index is not None and index.numel() <= SPARSE_MAX_DENSITY * module.weight.numel():
                 # Few survivors: the layer runs as a sparse product over them (its gradient
                 # is then the survivors' gradient, in flat order).
-                survivors = self.values[name].detach().reshape(-1)[index].requires_grad_()
+                survivors = self.values[name].detach().reshape(-1).index_select(0, index)
+                survivors.requires_grad_()
                 values[name] = SparseConv(module, index, survivors)
                 leaves[name] = survivors
         out = self.net(values, self.input)
@@ -238,16 +239,16 @@ class SynFlowRounds:
                 continue
             flat = grad.reshape(-1)
             if name not in compact and index is not None:
-                flat = flat[index]
+                flat = flat.index_select(0, index)
             if self.factors is not None:
                 factor = self.factors[name].reshape(-1)
-                flat = flat * (factor if index is None else factor[index])
+                flat = flat * (factor if index is None else factor.index_select(0, index))
             scores[name] = flat
         return scores
 
 
 # A Conv2d layer with at most this fraction of its weights left runs as a sparse product.
-SPARSE_MAX_DENSITY = 0.05
+SPARSE_MAX_DENSITY = 0.025
 
 
 def _sparse_capable(model: nn.Module, name: str) -> nn.Conv2d | None:
@@ -286,7 +287,7 @@ class SparseConv:
         # The transpose in CSR form: survivors sorted by (column, row).
         self.order = torch.argsort(self.cols * out_channels + self.rows)
         self.crow_t = _offsets(self.cols, fan_in)
-        self.rows_t = self.rows[self.order]
+        self.rows_t = self.rows.index_select(0, self.order)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, _SparseConvFunction.apply(x, self.values, self))
@@ -303,7 +304,12 @@ class SparseConv:
         return _csr(self.crow, self.cols, values, self.shape)
 
     def matrix_t(self, values: torch.Tensor) -> torch.Tensor:
-        return _csr(self.crow_t, self.rows_t, values[self.order], (self.shape[1], self.shape[0]))
+        return _csr(
+            self.crow_t,
+            self.rows_t,
+            values.index_select(0, self.order),
+            (self.shape[1], self.shape[0]),
+        )
 
 
 def _csr(
@@ -345,7 +351,7 @@ class _SparseConvFunction(torch.autograd.Function):
         conv: SparseConv = ctx.conv
         batch = ctx.batch
         g = grad.reshape(batch, conv.shape[0], -1).transpose(0, 1).reshape(conv.shape[0], -1)
-        grad_values = (g[conv.rows] * flat[conv.cols]).sum(-1)
+        grad_values = g.index_select(0, conv.rows).mul_(flat.index_select(0, conv.cols)).sum(-1)
         grad_x = None
         if ctx.needs_input_grad[0]:
             cols = conv.matrix_t(values.detach()) @ g  # (fan_in, batch · positions)
