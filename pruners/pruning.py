@@ -310,11 +310,11 @@ def _prune_rounds(
 ) -> Masks:
     """The rounds of :func:`prune`: score, then :func:`select`, keeping only survivors' state.
 
-    Equal to ``masks = select(score_with(ctx, masks), masks, d, scope)`` per round (the
-    tests pin this), but the survivors are tracked as flat indices: scores are gathered and
-    ranked over survivors only, masks change in place, and the SynFlow family updates one
-    set of path values in place (:class:`~pruners.scores.SynFlowRounds`) instead of
-    rebuilding them every round.
+    The same as ``masks = select(score_with(ctx, masks), masks, d, scope)`` every round (the
+    tests pin this), but survivors are tracked as flat indices: scores are gathered and ranked
+    over survivors only, masks change in place, and the SynFlow family keeps one set of path
+    values updated in place (:class:`~pruners.scores.SynFlowRounds`, whose sparse layers
+    sum in another order: equal up to float64 rounding).
     """
     names = list(params)
     masks = ones_masks(params)

@@ -184,8 +184,11 @@ class SynFlowRounds:
     """:func:`synflow_scores` over the rounds of one :func:`~pruners.prune` call.
 
     One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
-    place (the same values :func:`synflow_scores` rebuilds from the masks every round, so
-    the scores are bit for bit the same); scores are returned for survivors only.
+    place (the same values :func:`synflow_scores` rebuilds from the masks every round), and
+    scores are returned for survivors only. A Conv2d with at most
+    :data:`SPARSE_MAX_DENSITY` of its weights left runs as :class:`SparseConv`: the same
+    float64 sums over the survivors, added in another order (equal up to rounding, as two
+    dense float64 implementations are; the tests check the masks against a plain loop).
 
     Args:
         ctx: the scoring context (a SynFlow-family method).
