@@ -22,6 +22,11 @@ Faults:
   parameters were never fully asked is failed (marked abandoned) and replaced.
 
 Every search trial is told exactly once, so no trial is COMPLETE twice.
+
+Parts, each testable alone: ``scheduler`` (queue, attempts, told exactly once; neither Ray nor
+Optuna), ``pool`` (the Ray actors), ``rowbuild`` (rows through ``rows``), ``search`` (Optuna's
+ask, tell, best trials and validation plan) and ``recovery`` (open and resume a study). This
+module is the loop that joins them.
 """
 
 from __future__ import annotations
@@ -161,7 +166,8 @@ class StudyDriver:
             Recovery(study, self.spec, self.out, search.job, self.view.message).recover(sched)
             self.view.set_phase("search", self.spec.trials, sched.finished)
             if not sched.done(self.pool.busy):
-                self._start(sched)
+                self.view.start()
+                self.pool.start_for(sched.work_left())
             while not sched.done(self.pool.busy):
                 self.pool.fill(sched.next_job)
                 for event in self.pool.wait():
@@ -178,13 +184,6 @@ class StudyDriver:
             self._sink.close()
         self._sink.compact()
         return self._summary(study, search, sched, time.monotonic() - began)
-
-    def _start(self, sched: Scheduler) -> None:
-        import ray
-
-        count, gpus = plan_workers(self.spec, ray.cluster_resources(), sched.work_left())
-        self.view.start()
-        self.pool.start(count, gpus)
 
     def _on_done(self, sched: Scheduler, search: OptunaSearch, event: Done) -> None:
         """Row first, then the tell: a crash between them is resumed from the row."""

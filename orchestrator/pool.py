@@ -127,6 +127,12 @@ class ActorPool:
         """Some actor holds a job."""
         return any(s.tasks for s in self.slots)
 
+    def start_for(self, needed: int) -> None:
+        """Launch as many actors as the cluster and ``needed`` jobs call for (``plan_workers``)."""
+        import ray
+
+        self.start(*plan_workers(self.spec, ray.cluster_resources(), needed))
+
     def start(self, count: int, gpus: float) -> None:
         """Launch ``count`` actors with ``gpus`` GPUs each."""
         self.gpus = gpus
