@@ -209,3 +209,28 @@ def test_actor_pool_reports_done_lost_with_its_waiting_jobs_and_timeouts(
         assert lost.reason == "timeout: the trial exceeded trial_timeout_s=1.0"
     finally:
         slow.close()
+
+
+def test_optuna_search_best_is_optunas_best_and_the_view_text_follows_it() -> None:
+    two = [{"metric": "log_path_kernel_trace"}, {"metric": "macs", "direction": "minimize"}]
+    for objectives, tells, best, text in (
+        (None, [[1.0], [3.0], [3.0], [2.0]], [(1, [3.0])], "log_path_kernel_trace=3 (#1)"),
+        (
+            two,
+            [[1.0, 0.5], [2.0, 0.9], [0.5, 0.6], [2.0, 0.9]],  # 2 is dominated by 0
+            [(0, [1.0, 0.5]), (1, [2.0, 0.9]), (3, [2.0, 0.9])],
+            "Pareto front of 3 trials",
+        ),
+    ):
+        spec = small_spec(**({"objectives": objectives} if objectives else {}))
+        study = optuna.create_study(directions=spec.directions)  # type: ignore[arg-type]
+        search = OptunaSearch(study, spec, BaseView(), SimpleNamespace(ask=0.0, tell=0.0), dict)
+        assert search.best() == [] and search.best_text() == "-"
+        for values in tells:
+            job = search.ask()
+            search.tell(job.trial, job.number, values)
+            assert search.best_text() != "-"  # cheap here: recomputed after every tell
+        failed = search.ask()
+        search.tell(failed.trial, failed.number, None)
+        assert [(b["number"], b["values"]) for b in search.best()] == best
+        assert search.best_text() == text
