@@ -211,7 +211,12 @@ def test_actor_pool_reports_done_lost_with_its_waiting_jobs_and_timeouts(
         slow.close()
 
 
-def test_optuna_search_best_is_optunas_best_and_the_view_text_follows_it() -> None:
+def test_optuna_search_best_is_optunas_best_and_the_view_text_follows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orchestrator.search
+
+    monkeypatch.setattr(orchestrator.search, "BEST_TEXT_COST_FACTOR", 0.0)  # no lag
     two = [{"metric": "log_path_kernel_trace"}, {"metric": "macs", "direction": "minimize"}]
     for objectives, tells, best, text in (
         (None, [[1.0], [3.0], [3.0], [2.0]], [(1, [3.0])], "log_path_kernel_trace=3 (#1)"),
@@ -229,8 +234,43 @@ def test_optuna_search_best_is_optunas_best_and_the_view_text_follows_it() -> No
         for values in tells:
             job = search.ask()
             search.tell(job.trial, job.number, values)
-            assert search.best_text() != "-"  # cheap here: recomputed after every tell
+            assert search.best_text() != "-"
         failed = search.ask()
         search.tell(failed.trial, failed.number, None)
         assert [(b["number"], b["values"]) for b in search.best()] == best
         assert search.best_text() == text
+
+
+def test_abandoned_reads_the_study_mark_and_older_trial_marks() -> None:
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={ABANDONED: True}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    assert abandoned(study) == {0}
+    study.set_user_attr(ABANDONED, [2])
+    assert abandoned(study) == {0, 2}
+
+
+def test_the_best_text_lags_rather_than_cost_more_than_its_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orchestrator.search
+
+    spec = small_spec()
+    search = OptunaSearch(
+        optuna.create_study(direction="maximize"),
+        spec,
+        BaseView(),
+        SimpleNamespace(ask=0.0, tell=0.0),
+        dict,
+    )
+    monkeypatch.setattr(orchestrator.search, "BEST_TEXT_COST_FACTOR", 1e9)
+    job = search.ask()
+    search.tell(job.trial, job.number, [1.0])
+    assert search.best_text() == "log_path_kernel_trace=1 (#0)"  # the first is computed
+    job = search.ask()
+    search.tell(job.trial, job.number, [2.0])
+    assert search.best_text() == "log_path_kernel_trace=1 (#0)"  # too soon: the old text
+    monkeypatch.setattr(orchestrator.search, "BEST_TEXT_COST_FACTOR", 0.0)
+    assert search.best_text() == "log_path_kernel_trace=2 (#1)"  # the stale text is redone
+    assert search.best() == [{"number": 1, "values": [2.0]}]  # the summary never lags
