@@ -1,4 +1,4 @@
-"""Speed and memory of the Path Kernel trace, its statistics, and iterative SynFlow.
+"""Speed and memory of the Path Kernel trace and its statistics.
 
 Every number is a ratio measured side by side in one run (the machine may be shared):
 
@@ -6,17 +6,16 @@ Every number is a ratio measured side by side in one run (the machine may be sha
    model (batch of one, the trace's own input size): time (goal ≤ 1.2×) and peak memory
    (goal ≤ 2×, measured as peak RSS growth during the call, in a fresh subprocess each).
 2. ``path_kernel_stats`` vs the same plain pass (goal ≤ 2×).
-3. 100-round SynFlow on VGG-11 and VGG-16 vs a straightforward float64 loop (copy the model,
-   abs the weights, forward ones, backward, global top-k each round; goal ≤ 0.5×), with the
-   agreement of the two masks.
 
-Usage: ``python benchmarks/bench_pruners.py [--rounds 100] [--repeats 5] [--skip-synflow]``
+Iterative SynFlow's speed is measured by ``benchmarks/bench_synflow.py`` against the strongest
+plain loop (one model copy for all rounds, masks in place, ``torch.kthvalue``).
+
+Usage: ``python benchmarks/bench_pruners.py [--repeats 11]``
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -28,7 +27,6 @@ from collections.abc import Callable
 import torch
 
 import pruners
-from pruners.masks import prunable_parameters
 
 SHAPE = (3, 32, 32)
 
@@ -110,36 +108,6 @@ def peak_memory(what: str, name: str) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["peak_kib"])
 
 
-def reference_synflow(model: torch.nn.Module, density: float, rounds: int) -> dict:
-    """The straightforward float64 SynFlow loop (what the speed goal is measured against)."""
-    names = list(prunable_parameters(model))
-    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
-    total = sum(masks[n].numel() for n in names)
-    for r in range(1, rounds + 1):
-        net = copy.deepcopy(model).double().eval()
-        params = dict(net.named_parameters())
-        with torch.no_grad():
-            for n, p in params.items():
-                p.abs_()
-                if n in names:
-                    p.mul_(masks[n])
-        net(torch.ones(1, *SHAPE, dtype=torch.float64)).sum().backward()
-        scores = []
-        for n in names:
-            s = (params[n].grad * params[n]).detach().abs()
-            scores.append(torch.where(masks[n], s, torch.full_like(s, -1.0)).flatten())
-        flat = torch.cat(scores)
-        k = round(total * density ** (r / rounds))
-        keep = torch.zeros_like(flat, dtype=torch.bool)
-        keep[torch.topk(flat, k).indices] = True
-        start = 0
-        for n in names:
-            size = masks[n].numel()
-            masks[n] = keep[start : start + size].view_as(masks[n])
-            start += size
-    return {n: masks[n] for n in names}
-
-
 def bench_trace(name: str, repeats: int) -> None:
     model = _build(name)
     times = _time_interleaved(
@@ -169,36 +137,9 @@ def bench_trace(name: str, repeats: int) -> None:
         )
 
 
-def bench_synflow(name: str, rounds: int, density: float) -> None:
-    model = _build(name)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    ref = reference_synflow(model, density, rounds)
-    t_ref, c_ref = time.perf_counter() - start, time.process_time() - start_cpu
-    kept = sum(int(m.sum()) for m in ref.values())
-    print(
-        f"[{name}] SynFlow {rounds} rounds to density {density}: float64 loop wall {t_ref:.1f} s,"
-        f" CPU {c_ref:.1f} s"
-    )
-    for dtype in (torch.float64, torch.float32):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        ours = pruners.prune(model, "synflow", density, rounds, input_shape=SHAPE, dtype=dtype)
-        t_ours, c_ours = time.perf_counter() - start, time.process_time() - start_cpu
-        differ = sum(int((ours[n] ^ ref[n]).sum()) for n in ref)
-        print(
-            f"[{name}]   pathsweep dtype={str(dtype).removeprefix('torch.')}: wall {t_ours:.1f} s,"
-            f" CPU {c_ours:.1f} s; ratio wall {t_ours / t_ref:.2f}x, CPU {c_ours / c_ref:.2f}x"
-            f" (goal <= 0.5x); masks identical: {differ == 0} ({differ} of {2 * kept} differ)"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--density", type=float, default=0.01)
-    parser.add_argument("--skip-synflow", action="store_true")
-    parser.add_argument("--skip-trace", action="store_true")
-    parser.add_argument("--synflow-models", nargs="+", default=["vgg11", "vgg16"])
     parser.add_argument("--peak-child", choices=["plain", "trace", "stats"])
     parser.add_argument("--model", default="vgg16")
     args = parser.parse_args()
@@ -207,11 +148,7 @@ def main() -> None:
         _peak_child(args.peak_child, args.model)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if not args.skip_trace:
-        bench_trace("vgg16", args.repeats)
-    if not args.skip_synflow:
-        for name in args.synflow_models:
-            bench_synflow(name, args.rounds, args.density)
+    bench_trace("vgg16", args.repeats)
 
 
 if __name__ == "__main__":

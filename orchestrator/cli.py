@@ -140,28 +140,10 @@ def _prepare_run(args: argparse.Namespace, spec: Any) -> tuple[Any, Path, str | 
 
     spec = with_overrides(spec, getattr(args, "trials", None), args.workers)
     out = Path(args.out)
-    _check_out(out)
     check_new_out(out)
     check_buildable(spec)
     _check_storage(getattr(args, "storage", None), new_study=spec.study)
     return spec, out, resolve_address(args.address)
-
-
-def _check_out(out: Path) -> None:
-    """A non-empty ``--out``: say whether it is a study (resume it) or something else."""
-    from orchestrator.studydir import RUN_FILE, SPEC_FILE
-
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if (out / SPEC_FILE).is_file() and (out / RUN_FILE).is_file():
-        raise SetupError(
-            f"--out {str(out)!r} holds a study already; continue it with "
-            f"`pathsweep study resume {out}`, or choose a new directory"
-        )
-    raise SetupError(
-        f"--out {str(out)!r} is not empty and is not a study directory; "
-        "choose a new or empty directory"
-    )
 
 
 def _check_storage(url: str | None, new_study: str | None = None) -> None:

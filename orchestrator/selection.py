@@ -1,4 +1,4 @@
-"""Choosing trials: the best so far (a Pareto front), and the configurations to validate.
+"""Choosing trials: the best (Optuna's Pareto front), and the configurations to validate.
 
 Validation tests the data-free objective of Gebhart, Saxena, Schrater (2021), "A Unified Paths
 Perspective for Pruning at Initialization": the best configurations by the objective and some
@@ -13,65 +13,41 @@ import numpy as np
 import optuna
 
 
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` is at least as good everywhere and better somewhere (all maximized)."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
-        x > y for x, y in zip(a, b, strict=True)
-    )
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial (one objective; the first of ties) or the Pareto front (several).
 
-
-class BestTracker:
-    """The best value (one objective) or the Pareto front (several), updated per trial.
-
-    Args:
-        metrics: objective names.
-        directions: ``"maximize"`` or ``"minimize"`` per objective.
+    Optuna's public ``study.best_trial`` / ``study.best_trials``; empty while no trial is
+    COMPLETE.
     """
-
-    def __init__(self, metrics: Sequence[str], directions: Sequence[str]) -> None:
-        self.metrics = list(metrics)
-        self._signs = [1.0 if d == "maximize" else -1.0 for d in directions]
-        self.front: list[tuple[tuple[float, ...], int]] = []
-
-    def add(self, values: Sequence[float], number: int) -> None:
-        """Consider trial ``number`` with objective ``values``."""
-        point = tuple(s * v for s, v in zip(self._signs, values, strict=True))
-        if any(dominates(p, point) or p == point for p, _ in self.front):
-            return
-        self.front = [(p, n) for p, n in self.front if not dominates(point, p)]
-        self.front.append((point, number))
-
-    def best(self) -> list[dict[str, object]]:
-        """The front's trials: ``{"number": n, "values": [...]}`` in the objectives' signs."""
-        return [
-            {"number": n, "values": [s * v for s, v in zip(self._signs, p, strict=True)]}
-            for p, n in self.front
-        ]
-
-    def text(self) -> str:
-        """Short text for the live view."""
-        if not self.front:
-            return "-"
-        if len(self.metrics) == 1:
-            (value,), number = self.front[0]
-            return f"{self.metrics[0]}={self._signs[0] * value:.4g} (#{number})"
-        return f"Pareto front of {len(self.front)} trials"
+    if len(study.directions) > 1:
+        return study.best_trials
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return []
+    return [study.best_trial]
 
 
-def pareto_ranks(points: np.ndarray) -> np.ndarray:
-    """Non-dominated sorting rank of every row of ``points`` (all objectives maximized)."""
-    n = len(points)
-    ge = (points[:, None, :] >= points[None, :, :]).all(-1)
-    gt = (points[:, None, :] > points[None, :, :]).any(-1)
-    dominated_by = (ge & gt).T  # [i, j]: j dominates i
-    ranks = np.full(n, -1)
-    rank, left = 0, np.ones(n, dtype=bool)
-    while left.any():
-        front = left & ~(dominated_by & left[None, :]).any(1)
-        ranks[front] = rank
-        left &= ~front
-        rank += 1
-    return ranks
+def _fronts(
+    trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[str], needed: int
+) -> list[list[optuna.trial.FrozenTrial]]:
+    """The first non-dominated fronts of ``trials`` until they hold ``needed`` trials.
+
+    Each front is Optuna's ``best_trials`` of a scratch in-memory study holding the trials not
+    in an earlier front (non-dominated sorting by peeling; equal points share a front).
+    """
+    left = list(trials)
+    fronts: list[list[optuna.trial.FrozenTrial]] = []
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
+    try:
+        while left and sum(map(len, fronts)) < needed:
+            scratch = optuna.create_study(directions=list(directions))  # type: ignore[arg-type]
+            scratch.add_trials(left)  # renumbered 0.. in the order of ``left``
+            on_front = {t.number for t in scratch.best_trials}
+            fronts.append([t for i, t in enumerate(left) if i in on_front])
+            left = [t for i, t in enumerate(left) if i not in on_front]
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return fronts
 
 
 def select_validation(
@@ -87,15 +63,17 @@ def select_validation(
     non-dominated rank, then number. The random draw is among the trials not in the top, so
     the same study and seed always validate the same configurations (resume relies on it).
     """
-    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
     ordered = sorted(trials, key=lambda t: t.number)
     if not ordered:
         return [], []
-    points = np.array([t.values for t in ordered], dtype=float) * signs
-    ranks = pareto_ranks(points) if len(directions) > 1 else -points[:, 0]
-    order = sorted(range(len(ordered)), key=lambda i: (ranks[i], ordered[i].number))
-    top = [ordered[i] for i in order[:top_k]]
-    rest = [ordered[i] for i in sorted(order[top_k:])]
+    if len(directions) > 1:
+        ranked = [t for front in _fronts(ordered, directions, top_k) for t in front]
+    else:
+        sign = 1.0 if directions[0] == "maximize" else -1.0
+        ranked = sorted(ordered, key=lambda t: (-sign * t.values[0], t.number))
+    top = ranked[:top_k]
+    chosen = {t.number for t in top}
+    rest = [t for t in ordered if t.number not in chosen]
     rng = np.random.default_rng(seed)
     size = min(random_k, len(rest))
     picks = sorted(rng.choice(len(rest), size=size, replace=False)) if size else []

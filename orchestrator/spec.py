@@ -631,7 +631,8 @@ def check_data(spec: StudySpec) -> tuple[tuple[int, ...], int]:
             **spec.data.options,
         )
     except (TypeError, ValueError, RuntimeError, OSError) as exc:
-        raise SpecError(f"data: {' '.join(str(exc).split())}") from None
+        text = " ".join(str(exc).split())
+        raise SpecError(f"data: {text} (checked on this machine before Ray starts)") from None
 
 
 def trial_batch(spec: StudySpec, num_classes: int) -> int:

@@ -309,18 +309,25 @@ def check_new_out(out: Path) -> None:
     """A new study needs an absent or empty directory (resume uses an existing one).
 
     Raises:
-        SetupError: ``out`` is a file or a non-empty directory.
+        SetupError: ``out`` is a file, is locked by another driver (naming it), holds a study
+            (say: resume it) or is another non-empty directory.
     """
     if out.exists() and not out.is_dir():
         raise SetupError(f"--out {str(out)!r} is a file, not a directory")
     holder = lock_holder(out) if out.is_dir() else None
     if holder is not None:
         raise SetupError(f"{out} is in use by another pathsweep driver ({holder})")
-    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    if not out.is_dir() or not any(p.name != LOCK_FILE for p in out.iterdir()):
+        return
+    if (out / SPEC_FILE).is_file() and (out / RUN_FILE).is_file():
         raise SetupError(
-            f"--out {str(out)!r} is not empty; choose a new directory or continue the study "
-            f"with `pathsweep study resume {out}`"
+            f"--out {str(out)!r} holds a study already; continue it with "
+            f"`pathsweep study resume {out}`, or choose a new directory"
         )
+    raise SetupError(
+        f"--out {str(out)!r} is not empty and is not a study directory; "
+        "choose a new or empty directory"
+    )
 
 
 def check_study_dir(out: Path) -> None:

@@ -516,6 +516,9 @@ def path_network(model: nn.Module, *, bias_paths: bool = False) -> PathNetwork:
 def _layer(
     module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
+    if not isinstance(weight, torch.Tensor):  # a sparse weight (pruners.scores.SparseConv)
+        out = cast(torch.Tensor, weight(x))
+        return out if bias is None else out + bias.view((-1,) + (1,) * (out.dim() - 2))
     if isinstance(module, _LINEAR):
         return F.linear(x, weight, bias)
     return cast(torch.Tensor, module._conv_forward(x, weight, bias))  # type: ignore[operator]

@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from pruners.masks import Masks, ParameterRef, check_masks, ones_masks, prunable_parameters
-from pruners.scores import INPUTS, SCORERS, ScoreContext, Scores, SynFlowParams
+from pruners.scores import (
+    INPUTS,
+    SCORERS,
+    ScoreContext,
+    Scores,
+    SynFlowParams,
+    SynFlowRounds,
+    synflow_scores,
+)
 
 if TYPE_CHECKING:
     from pruners.data import PruneSample
@@ -24,7 +32,7 @@ if TYPE_CHECKING:
 SCHEDULES = ("exponential", "linear")
 SCOPES = ("global", "layer")
 # Above this many candidates, select through a sampled band before the exact kthvalue.
-_BAND_SELECT_MIN = 1 << 20
+_BAND_SELECT_MIN = 1 << 18
 
 
 def schedule_densities(density: float, iterations: int, schedule: str) -> list[float]:
@@ -138,15 +146,24 @@ def select(
 def _select_group(
     scores: list[torch.Tensor], masks: list[torch.Tensor], k: int
 ) -> list[torch.Tensor]:
-    # Pruned weights rank below every survivor, so they are never revived.
-    dtype = scores[0].dtype
-    alive = sum(int(m.sum()) for m in masks)
-    ranked = [
-        s.detach().flatten().to(dtype).masked_fill(~m.flatten(), -math.inf)
-        for s, m in zip(scores, masks, strict=True)
-    ]
-    kept = keep_top_many(ranked, min(k, alive))
-    return [kp.view_as(m) for kp, m in zip(kept, masks, strict=True)]
+    # Only survivors are ranked (pruned weights are never revived): their scores are gathered
+    # in flat order, so ties still go to lower indices.
+    alive = [m.flatten().nonzero().flatten() for m in masks]
+    compact = [s.detach().flatten()[i] for s, i in zip(scores, alive, strict=True)]
+    kept = _keep_alive(compact, k)
+    out = []
+    for m, i, kp in zip(masks, alive, kept, strict=True):
+        mask = torch.zeros(m.numel(), dtype=torch.bool, device=m.device)
+        mask[i[kp]] = True
+        out.append(mask.view_as(m))
+    return out
+
+
+def _keep_alive(compact: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Which survivors (their scores given in flat order) stay so that ``min(k, alive)`` do."""
+    dtype = compact[0].dtype
+    alive = sum(c.numel() for c in compact)
+    return keep_top_many([c.to(dtype) for c in compact], min(k, alive))
 
 
 def _context(
@@ -287,13 +304,59 @@ def prune(
         path_exponent, score_exponent, input, seed, dtype,
     )  # fmt: skip
     _check_input_shape(model, tuple(input_shape))
+    return _prune_rounds(ctx, params, densities, scope, invert)
+
+
+def _prune_rounds(
+    ctx: ScoreContext,
+    params: Mapping[str, torch.Tensor],
+    densities: list[float],
+    scope: str,
+    invert: bool,
+) -> Masks:
+    """The rounds of :func:`prune`: score, then :func:`select`, keeping only survivors' state.
+
+    The same as ``masks = select(score_with(ctx, masks), masks, d, scope)`` every round (the
+    tests pin this), but survivors are tracked as flat indices: scores are gathered and ranked
+    over survivors only, masks change in place, and the SynFlow family keeps one set of path
+    values updated in place (:class:`~pruners.scores.SynFlowRounds`, whose sparse layers
+    sum in another order: equal up to float64 rounding).
+    """
+    names = list(params)
     masks = ones_masks(params)
+    alive: dict[str, torch.Tensor | None] = dict.fromkeys(names)  # None: nothing pruned yet
+    rounds = SynFlowRounds(ctx) if SCORERS[ctx.method].fn is synflow_scores else None
     for d in densities:
-        scores = score_with(ctx, masks)
+        if rounds is not None:
+            compact = rounds.scores_at(alive)
+        else:
+            scores = score_with(ctx, masks)
+            compact = {n: _gather(scores[n].detach(), alive[n]) for n in names}
         if invert:
-            scores = {n: -s for n, s in scores.items()}
-        masks = select(scores, masks, d, scope)
+            compact = {n: -c for n, c in compact.items()}
+        groups = [names] if scope == "global" else [[n] for n in names]
+        for group in groups:
+            size = sum(masks[n].numel() for n in group)
+            kept = _keep_alive([compact[n] for n in group], round(d * size))
+            for n, kp in zip(group, kept, strict=True):
+                index = alive[n]
+                if index is None:
+                    index = torch.arange(masks[n].numel(), device=masks[n].device)
+                if bool(kp.all()):
+                    alive[n] = index
+                    continue
+                # index_select/index_fill_ by positions: faster than bool indexing here.
+                dropped = index.index_select(0, torch.nonzero(~kp).flatten())
+                masks[n].view(-1).index_fill_(0, dropped, False)
+                if rounds is not None:
+                    rounds.remove(n, dropped)
+                alive[n] = index.index_select(0, torch.nonzero(kp).flatten())
     return masks
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    flat = values.reshape(-1)
+    return flat if index is None else flat.index_select(0, index)
 
 
 def score_with(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scores:

@@ -10,9 +10,10 @@ need a labelled sample; ``pk-preserve`` keeps the weights carrying the Path Kern
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +179,189 @@ def synflow_scores(ctx: ScoreContext, masks: Mapping[str, torch.Tensor]) -> Scor
         else:
             scores[name] = grad if knobs.score_exponent == 0 else factors[name] * grad
     return scores
+
+
+class SynFlowRounds:
+    """:func:`synflow_scores` over the rounds of one :func:`~pruners.prune` call.
+
+    One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
+    place (the same values :func:`synflow_scores` rebuilds from the masks every round), and
+    scores are returned for survivors only. A Conv2d with at most
+    :data:`SPARSE_MAX_DENSITY` of its weights left runs as :class:`SparseConv`: the same
+    float64 sums over the survivors, added in another order (equal up to rounding, as two
+    dense float64 implementations are; the tests check the masks against a plain loop).
+
+    Args:
+        ctx: the scoring context (a SynFlow-family method).
+    """
+
+    def __init__(self, ctx: ScoreContext) -> None:
+        knobs = ctx.synflow
+        self.ctx = ctx
+        self.net = ctx.network(True)
+        self.values = {
+            n: v.clone().requires_grad_(n in ctx.names)
+            for n, v in ctx.base_values(knobs.path_exponent).items()
+        }
+        self.factors = None if knobs.score_exponent == 0 else ctx.base_values(knobs.score_exponent)
+        self.input = ctx.path_input(knobs.input)
+        self.leaves = [n for n in ctx.names if n in self.values]
+        self.convs = {n: m for n in self.leaves if (m := _sparse_capable(ctx.model, n))}
+
+    def remove(self, name: str, flat_index: torch.Tensor) -> None:
+        """Zero the path values of pruned weights (flat indices into ``name``)."""
+        if name in self.values:
+            with torch.no_grad():
+                self.values[name].view(-1).index_fill_(0, flat_index, 0.0)
+
+    def scores_at(self, alive: Mapping[str, torch.Tensor | None]) -> Scores:
+        """Flat scores of the surviving weights (``alive[name]``: flat indices, None = all)."""
+        values: dict[str, Any] = dict(self.values)
+        leaves = dict(self.values)
+        for name, module in self.convs.items():
+            index = alive[name]
+            if index is not None and index.numel() <= SPARSE_MAX_DENSITY * module.weight.numel():
+                # Few survivors: the layer runs as a sparse product over them (its gradient
+                # is then the survivors' gradient, in flat order).
+                survivors = self.values[name].detach().reshape(-1).index_select(0, index)
+                survivors.requires_grad_()
+                values[name] = SparseConv(module, index, survivors)
+                leaves[name] = survivors
+        out = self.net(values, self.input)
+        grads = torch.autograd.grad(
+            out.output.sum(), [leaves[n] for n in self.leaves], allow_unused=True
+        )
+        compact = {n for n in self.leaves if leaves[n] is not self.values[n]}
+        by_name = dict(zip(self.leaves, grads, strict=True))
+        scores = {}
+        for name in self.ctx.names:
+            index = alive[name]
+            grad = by_name.get(name)
+            if grad is None:
+                size = self.ctx.parameters[name].numel() if index is None else index.numel()
+                scores[name] = torch.zeros(size, dtype=self.ctx.compute_dtype)
+                continue
+            flat = grad.reshape(-1)
+            if name not in compact and index is not None:
+                flat = flat.index_select(0, index)
+            if self.factors is not None:
+                factor = self.factors[name].reshape(-1)
+                flat = flat * (factor if index is None else factor.index_select(0, index))
+            scores[name] = flat
+        return scores
+
+
+# A Conv2d layer with at most this fraction of its weights left runs as a sparse product.
+SPARSE_MAX_DENSITY = 0.025
+
+
+def _sparse_capable(model: nn.Module, name: str) -> nn.Conv2d | None:
+    """The Conv2d owning weight ``name`` if :class:`SparseConv` can run it, else None."""
+    owner, _, attr = name.rpartition(".")
+    module = model.get_submodule(owner)
+    ok = (
+        isinstance(module, nn.Conv2d)
+        and attr == "weight"
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
+    return cast(nn.Conv2d, module) if ok else None
+
+
+class SparseConv:
+    """A pruned Conv2d weight held as its survivors; calling it runs the convolution.
+
+    The weight is the sparse ``out_channels x (in_channels · kernel)`` matrix of the survivors
+    (flat indices ``index``, values ``values``); the convolution is that matrix times the
+    unfolded input. Its backward gives the input gradient through the transposed matrix and
+    the survivors' gradient as ``Σ_positions grad_out[row] · unfolded[col]`` (sampled
+    dense-dense product), never a weight-sized tensor. Used by :class:`SynFlowRounds` once
+    a layer is sparse enough (:data:`SPARSE_MAX_DENSITY`) for this to be cheaper.
+    """
+
+    def __init__(self, module: nn.Conv2d, index: torch.Tensor, values: torch.Tensor) -> None:
+        self.module = module
+        self.values = values
+        self.shape = (module.out_channels, module.weight[0].numel())
+        out_channels, fan_in = self.shape
+        self.rows = torch.div(index, fan_in, rounding_mode="floor")
+        self.cols = index - self.rows * fan_in
+        self.crow = _offsets(self.rows, out_channels)
+        # The transpose in CSR form: survivors sorted by (column, row).
+        self.order = torch.argsort(self.cols * out_channels + self.rows)
+        self.crow_t = _offsets(self.cols, fan_in)
+        self.rows_t = self.rows.index_select(0, self.order)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, _SparseConvFunction.apply(x, self.values, self))
+
+    def unfold(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        return F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+
+    def fold(self, cols: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        m = self.module
+        return F.fold(cols, size, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+
+    def matrix(self, values: torch.Tensor) -> torch.Tensor:
+        return _csr(self.crow, self.cols, values, self.shape)
+
+    def matrix_t(self, values: torch.Tensor) -> torch.Tensor:
+        return _csr(
+            self.crow_t,
+            self.rows_t,
+            values.index_select(0, self.order),
+            (self.shape[1], self.shape[0]),
+        )
+
+
+def _csr(
+    crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape)
+
+
+def _offsets(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """CSR row offsets of sorted-by-row entries with the given row numbers."""
+    counts = torch.bincount(rows, minlength=count)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+class _SparseConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, values: torch.Tensor, conv: SparseConv
+    ) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        cols = conv.unfold(x)  # (batch, fan_in, positions)
+        positions = cols.shape[-1]
+        flat = cols.transpose(0, 1).reshape(conv.shape[1], batch * positions)
+        out = conv.matrix(values.detach()) @ flat  # (out_channels, batch · positions)
+        ctx.save_for_backward(flat, values)
+        ctx.conv, ctx.size, ctx.batch = conv, (height, width), batch
+        m = conv.module
+        pad = cast(tuple[int, int], m.padding)  # never a string here (see _sparse_capable)
+        out_h = height + 2 * pad[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1
+        out_w = width + 2 * pad[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1
+        shape = (out_h // m.stride[0] + 1, out_w // m.stride[1] + 1)
+        return out.view(-1, batch, positions).transpose(0, 1).reshape(batch, -1, *shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None]:  # type: ignore[override]
+        flat, values = ctx.saved_tensors
+        conv: SparseConv = ctx.conv
+        batch = ctx.batch
+        g = grad.reshape(batch, conv.shape[0], -1).transpose(0, 1).reshape(conv.shape[0], -1)
+        grad_values = g.index_select(0, conv.rows).mul_(flat.index_select(0, conv.cols)).sum(-1)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            cols = conv.matrix_t(values.detach()) @ g  # (fan_in, batch · positions)
+            cols = cols.view(conv.shape[1], batch, -1).transpose(0, 1)
+            grad_x = conv.fold(cols, ctx.size)
+        return grad_x, grad_values, None
 
 
 def trace_values(

@@ -9,14 +9,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from orchestrator.driver import plan_workers, run_study
 from orchestrator.rows import CORE_COLUMNS, declared_schema, trial_id
-from orchestrator.selection import pareto_ranks, select_validation
+from orchestrator.selection import select_validation
 from orchestrator.sink import TrialSink, parquet_files, read_trials
 from orchestrator.spec import STAT_METRICS
 from orchestrator.studydir import JOURNAL_FILE, TRIALS_DIR, create_study_dir, open_storage
@@ -98,9 +97,24 @@ def test_select_validation_top_and_seeded_random() -> None:
     assert [t.number for t in low] == [5, 2]
 
 
-def test_pareto_ranks() -> None:
-    points = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.0, 0.0]])
-    assert pareto_ranks(points).tolist() == [0, 0, 0, 1, 2]
+def test_select_validation_ranks_several_objectives_by_pareto_front() -> None:
+    # fronts (all maximized): {0, 1, 2}, then {3}, then {4}; ties within a front by number
+    points = [[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [0.0, 0.0]]
+    trials = [_frozen(i, p) for i, p in enumerate(points)]
+    for i, t in enumerate(trials):
+        t.number = 10 + i
+    chosen = [
+        [t.number for t in select_validation(trials, ["maximize"] * 2, k, 0, seed=0)[0]]
+        for k in range(6)
+    ]
+    assert chosen == [[], [10], [10, 11], [10, 11, 12], [10, 11, 12, 13], [10, 11, 12, 13, 14]]
+    # maximize the first, minimize the second: 11 dominates all; then {10, 13, 14}; then 12
+    mixed = select_validation(trials, ["maximize", "minimize"], 5, 0, seed=0)[0]
+    assert [t.number for t in mixed] == [11, 10, 13, 14, 12]
+    equal = [_frozen(i, [1.0, 1.0]) for i in range(3)]  # equal points share the first front
+    for i, t in enumerate(equal):
+        t.number = i
+    assert [t.number for t in select_validation(equal, ["maximize"] * 2, 2, 0, seed=0)[0]] == [0, 1]
 
 
 # ----------------------------------------------------------------------------- Ray

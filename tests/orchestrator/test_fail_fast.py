@@ -95,7 +95,8 @@ def test_study_run_says_it_started_before_the_heavy_imports_and_data_fails_befor
     lines = text.strip().splitlines()
     assert lines[0].startswith("pathsweep: starting study"), text
     assert lines[1:] == [
-        "pathsweep: error: data: dataset 'cifar10' needs a data directory: pass root=..."
+        "pathsweep: error: data: dataset 'cifar10' needs a data directory: pass root=... "
+        "(checked on this machine before Ray starts)"
     ]
     assert "ray" not in modules  # refused before Ray starts (old code: after 44-52 s in Ray)
     assert not out.exists()

@@ -7,15 +7,19 @@ Initialization*).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import pruners
 from pruners import pruning
+from pruners import scores as scores_module
 from pruners.data import PruneSample
 from pruners.pruning import keep_top, schedule_densities, select
 
@@ -331,3 +335,121 @@ def test_model_without_prunable_weights_raises() -> None:
     model = nn.Sequential(nn.ReLU())
     with pytest.raises(ValueError, match="no prunable parameters"):
         pruners.prune(model, "magnitude", 0.5, input_shape=(3,))
+
+
+# --------------------------------------------------------------------------- the rounds
+
+
+def rounds_one_by_one(
+    model: nn.Module, method: str, density: float, iterations: int, scope: str, invert: bool,
+    **options: object,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``prune`` written as its definition: full scores, then ``select``, every round."""
+    params = pruners.masks.prunable_parameters(
+        model,
+        include_bias=bool(options.get("include_bias", False)),
+        include_norm=bool(options.get("include_norm", False)),
+    )
+    ctx = pruning._context(
+        model, method, list(params), SHAPE, None, None, None, None, 0,
+        options.get("dtype"),  # type: ignore[arg-type]
+    )  # fmt: skip
+    masks = pruners.masks.ones_masks(params)
+    for d in schedule_densities(density, iterations, "exponential"):
+        scores = pruning.score_with(ctx, masks)
+        if invert:
+            scores = {n: -s for n, s in scores.items()}
+        masks = select(scores, masks, d, scope)
+    return masks
+
+
+@pytest.mark.parametrize("method", ["synflow", "synflow-l2", "magnitude", "random"])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("invert", [False, True])
+def test_prune_equals_score_then_select_every_round(method: str, scope: str, invert: bool) -> None:
+    """The survivor-only bookkeeping (and SynFlow's in-place path values) change no mask."""
+    torch.manual_seed(0)
+    model = pruners.build_model("conv", SHAPE, 10, width=6, depth=2, batch_norm=True)
+    options = {"include_bias": True, "include_norm": True}
+    for dtype in (None, torch.float32):
+        got = pruners.prune(model, method, 0.05, 6, scope=scope, input_shape=SHAPE,
+                            invert=invert, dtype=dtype, **options)  # fmt: skip
+        want = rounds_one_by_one(model, method, 0.05, 6, scope, invert, dtype=dtype, **options)
+        assert set(got) == set(want)
+        for n in want:
+            assert torch.equal(got[n], want[n]), (n, dtype)
+        assert got[n].dtype == torch.bool and got[n].shape == want[n].shape
+
+
+def plain_synflow64(model: nn.Module, density: float, iterations: int) -> dict[str, torch.Tensor]:
+    """Synaptic-Flow's algorithm in float64: |θ| copy, ones input, |θ ⊙ ∂R/∂θ|, global top-k."""
+    names = list(pruners.masks.prunable_parameters(model))
+    net = copy.deepcopy(model).double().eval()
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for p in params.values():
+            p.abs_()
+    masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    total = sum(m.numel() for m in masks.values())
+    for d in schedule_densities(density, iterations, "exponential"):
+        with torch.no_grad():
+            for n in names:
+                params[n].mul_(masks[n])
+        net.zero_grad(set_to_none=True)
+        net(torch.ones(1, *SHAPE, dtype=torch.float64)).sum().backward()
+        flat = torch.cat([(params[n].grad * params[n]).abs().flatten() for n in names])
+        alive = torch.cat([masks[n].flatten() for n in names])
+        keep = reference_keep(torch.where(alive, flat, -1.0), round(d * total))
+        pieces = keep.split([masks[n].numel() for n in names])
+        masks = {n: k.view_as(masks[n]) for n, k in zip(names, pieces, strict=True)}
+    return masks
+
+
+def test_synflow_100_rounds_equal_the_plain_float64_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Late rounds run the sparse layers (:class:`pruners.scores.SparseConv`): same masks."""
+    built: list[int] = []
+
+    class Counting(scores_module.SparseConv):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            built.append(self.values.numel())
+
+    monkeypatch.setattr(scores_module, "SparseConv", Counting)
+    torch.manual_seed(1)
+    model = pruners.build_model("vgg11", SHAPE, 10, width=8).eval()
+    got = pruners.prune(model, "synflow", 0.02, 100, input_shape=SHAPE)
+    want = plain_synflow64(model, 0.02, 100)
+    for n in want:
+        assert torch.equal(got[n], want[n]), n
+    assert len(built) > 50  # the sparse product ran, in many rounds and layers
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"padding": 1},
+        {"padding": 0, "stride": 2},
+        {"padding": (2, 1), "dilation": 2},
+        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
+    ],
+)
+def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> None:
+    """Output, input gradient and survivors' gradient of the sparse product vs ``conv2d``."""
+    torch.manual_seed(0)
+    options = {"kernel_size": 3, **options}
+    module = nn.Conv2d(5, 7, **options).double()
+    mask = torch.rand(module.weight.shape) < 0.3
+    weight = (module.weight.detach().abs() * mask).requires_grad_()
+    index = mask.flatten().nonzero().flatten()
+    x = torch.rand(2, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+    m = module
+    want = F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+    grad = torch.rand_like(want)
+    want_x, want_w = torch.autograd.grad(want, [x, weight], grad)
+    survivors = weight.detach().flatten()[index].requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    got = scores_module.SparseConv(module, index, survivors)(x2)
+    got_x, got_v = torch.autograd.grad(got, [x2, survivors], grad)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_v, want_w.flatten()[index], rtol=1e-13, atol=0)
