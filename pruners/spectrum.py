@@ -36,7 +36,7 @@ standard error.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +157,7 @@ SPECTRUM_METRICS: tuple[str, ...] = (
 )
 
 
-class _GramOperator:
+class GramOperator:
     """``u ↦ (G/C) u`` on the kept path parameters, flattened in ``net.weight_names`` order."""
 
     def __init__(
@@ -193,7 +193,8 @@ class _GramOperator:
         )
         self.leaves = [leaves[n] for n in order]
         self.grads = [
-            torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(order, grads, strict=True)
+            torch.zeros_like(leaves[n]) if g is None else g
+            for n, g in zip(order, grads, strict=True)
         ]
         # ∇R/C restricted to kept weights and scaled by d²: the diagonal of G/C (its trace).
         diag = []
@@ -234,6 +235,7 @@ class _GramOperator:
         """``(G/C) u`` for a flat ``u`` of length :attr:`dimension` (dtype of the network)."""
         self.products += 1
         xs = [self._scale(n, x) for n, x in zip(self.names, self._split(u), strict=True)]
+        hx: Sequence[torch.Tensor | None] = [None] * len(self.names)
         if self._second:
             hx = torch.autograd.grad(
                 [self.grads[i] for i in self._second],
@@ -242,8 +244,6 @@ class _GramOperator:
                 retain_graph=True,
                 allow_unused=True,
             )
-        else:
-            hx = (None,) * len(self.names)
         out = []
         for name, x, g, h in zip(self.names, xs, self.grads, hx, strict=True):
             y = g.detach() * x
@@ -263,12 +263,12 @@ def gram_operator(
     masks: Mapping[str, torch.Tensor] | None = None,
     *,
     dtype: torch.dtype | None = None,
-) -> _GramOperator:
+) -> GramOperator:
     """The operator ``u ↦ (G/C) u`` of the masked network (for tests and benchmarks)."""
     from pruners.stats import _prepare  # stats imports this module lazily: no cycle
 
     net, device_masks, inputs = _prepare(model, input_shape, masks, dtype)
-    return _GramOperator(net, device_masks, inputs)
+    return GramOperator(net, device_masks, inputs)
 
 
 def path_kernel_spectrum(
@@ -311,7 +311,7 @@ def path_kernel_spectrum(
     return _spectrum(op, options)
 
 
-def _spectrum(op: _GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
+def _spectrum(op: GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
     k, n = options.k, op.dimension
     if k >= n:
         raise ValueError(
@@ -347,9 +347,9 @@ def _spectrum(op: _GramOperator, options: SpectrumOptions) -> PathKernelSpectrum
     order = np.argsort(values)[::-1]
     values = np.asarray(values, dtype=np.float64)[order]
     vectors = np.asarray(vectors)[:, order]
-    logs = [
-        (math.log(v) + op.log_scale) if v > 0 else -math.inf for v in values.tolist()
-    ] + [math.nan] * (k - len(values))
+    logs = [(math.log(v) + op.log_scale) if v > 0 else -math.inf for v in values.tolist()] + [
+        math.nan
+    ] * (k - len(values))
     log_fro, rel_se = math.nan, math.nan
     if options.probes:
         log_fro, rel_se = _frobenius(op, values, vectors, options.probes, rng)
@@ -367,7 +367,7 @@ def _spectrum(op: _GramOperator, options: SpectrumOptions) -> PathKernelSpectrum
 
 
 def _frobenius(
-    op: _GramOperator, values: np.ndarray, vectors: np.ndarray, probes: int,
+    op: GramOperator, values: np.ndarray, vectors: np.ndarray, probes: int,
     rng: np.random.Generator,
 ) -> tuple[float, float]:  # fmt: skip
     """``(log ‖G‖_F², relative SE)``: ``Σλ_i² + mean ‖G P z‖²`` (see the module docstring)."""
