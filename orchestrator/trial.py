@@ -18,7 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.spec import STAT_METRICS, DataSpec, ModelSpec, PruneSpec, StudySpec
+from orchestrator.spec import (
+    STAT_METRICS,
+    DataSpec,
+    ModelSpec,
+    PruneSpec,
+    SpectrumSpec,
+    StudySpec,
+)
 
 #: Values of the pruning knobs a spec leaves out (``pruners.prune``'s defaults).
 DEFAULTS: dict[str, Any] = {
@@ -45,6 +52,7 @@ class TrialConfig:
         train_options: further ``pruners.TrainConfig`` fields.
         seed: seeds the model's initialization, the prune sample and the training.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``; workers pass the device they hold.
+        spectrum: measure the Path Kernel's spectrum too (None: not).
     """
 
     study: str
@@ -59,6 +67,7 @@ class TrialConfig:
     train_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
+    spectrum: SpectrumSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ def make_config(
         train_options=dict(spec.train.options),
         seed=spec.seed,
         device=spec.device,
+        spectrum=spec.spectrum,
     )
 
 
@@ -192,7 +202,12 @@ def run_trial(config: TrialConfig) -> TrialResult:
     timings["time_model_s"] = _lap(start, timings)
     masks = _prune(config, model, dataset, sample, device)
     timings["time_prune_s"] = _lap(start, timings)
-    stats = pruners.path_kernel_stats(model, input_shape=dataset.input_shape, masks=masks)
+    spectrum = None
+    if config.spectrum is not None:
+        spectrum = pruners.SpectrumOptions(k=config.spectrum.k, probes=config.spectrum.probes)
+    stats = pruners.path_kernel_stats(
+        model, input_shape=dataset.input_shape, masks=masks, spectrum=spectrum
+    )
     metrics: dict[str, Any] = dict(stats.metrics())
     metrics["layer_density"] = json.dumps(dict(stats.layer_density))
     metrics["layer_trace_share"] = json.dumps(dict(stats.layer_trace_share))
