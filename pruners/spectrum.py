@@ -358,8 +358,8 @@ def _spectrum(op: GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
         vectors = np.concatenate([vectors, basis], axis=1)
         order = np.argsort(values)[::-1]
         values, vectors = values[order], vectors[:, order]
-        if not (ok and new_top) or len(values) + 1 >= n:
-            break
+        if not (ok and new_top) or len(values) + 1 >= n or k == 1:
+            break  # λ_max needs no check: a missed copy of it changes no value
         wanted = min(max(2, k // 4), n - len(values) - 1)
     products = op.products
     values, vectors = values[:k], vectors[:, :k]
