@@ -13,6 +13,7 @@ Usage: ``python benchmarks/bench_spectrum.py [--ks 1 10 50] [--models vgg16 resn
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import resource
@@ -69,36 +70,35 @@ def bench_model(name: str, ks: list[int], repeats: int) -> dict[str, object]:
     plain: list[tuple[float, float]] = []
     _plain_times(model, repeats, plain)
     product = _product_times(model, max(2, repeats // 3))
-    runs = []
-    for k in ks:
-        wall, cpu, spec = _timed(lambda k=k: pruners.path_kernel_spectrum(model, SHAPE, k=k))
-        assert isinstance(spec, pruners.PathKernelSpectrum)
-        runs.append((k, wall, cpu, spec))
-        _plain_times(model, repeats, plain)  # between runs: load changes hit both alike
     plain_wall = statistics.median(w for w, _ in plain)
     plain_cpu = statistics.median(c for _, c in plain)
     prod_wall = statistics.median(w for w, _ in product)
     prod_cpu = statistics.median(c for _, c in product)
-    print(f"\n{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(f"\n{name}: {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
     print(f"  one plain fwd+bwd: {plain_wall * 1e3:.1f} ms wall, {plain_cpu * 1e3:.1f} ms CPU")
     print(
         f"  one G·u product:   {prod_wall / plain_wall:.2f}x wall, "
-        f"{prod_cpu / plain_cpu:.2f}x CPU of one fwd+bwd"
+        f"{prod_cpu / plain_cpu:.2f}x CPU of one fwd+bwd",
+        flush=True,
     )
-    result: dict[str, object] = {"model": name, "plain_wall_s": plain_wall, "runs": []}
-    for k, wall, cpu, spec in runs:
+    runs: list[dict[str, object]] = []
+    for k in ks:
+        wall, cpu, spec = _timed(functools.partial(pruners.path_kernel_spectrum, model, SHAPE, k=k))
         assert isinstance(spec, pruners.PathKernelSpectrum)
+        _plain_times(model, repeats, plain)  # after each run: load changes hit both alike
+        plain_wall = statistics.median(w for w, _ in plain)
+        plain_cpu = statistics.median(c for _, c in plain)
         finite = all(math.isfinite(x) for x in spec.log_eigenvalues)
         goal = "  (goal <= 60x)" if k == 10 and name == "vgg16" else ""
         print(
             f"  top-{k:<3d} {wall / plain_wall:7.1f}x wall, {cpu / plain_cpu:7.1f}x CPU of one "
             f"fwd+bwd{goal}; {spec.products} products, converged={spec.converged}, "
             f"tol={spec.tol:g}, finite={finite}, log λ_max={spec.log_lambda_max:.4f}, "
-            f"log λ_k={spec.log_eigenvalues[-1]:.4f}, log Tr={spec.log_trace:.4f}"
+            f"log λ_k={spec.log_eigenvalues[-1]:.4f}, log Tr={spec.log_trace:.4f} "
+            f"(plain median so far {plain_wall * 1e3:.0f} ms)",
+            flush=True,
         )
-        cast_runs = result["runs"]
-        assert isinstance(cast_runs, list)
-        cast_runs.append(
+        runs.append(
             {
                 "k": k,
                 "wall_ratio": wall / plain_wall,
@@ -109,6 +109,7 @@ def bench_model(name: str, ks: list[int], repeats: int) -> dict[str, object]:
                 "log_eigenvalues": list(spec.log_eigenvalues),
             }
         )
+    result: dict[str, object] = {"model": name, "plain_wall_s": plain_wall, "runs": runs}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"  peak RSS of this process so far: {peak:.1f} GiB")
     return result
