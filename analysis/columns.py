@@ -22,6 +22,10 @@ DATA_FREE: tuple[str, ...] = (
     "effective_params",
     "effective_fraction",
     "layer_collapse",
+    # the Path Kernel's spectrum (only in studies that measure it)
+    "log_lambda_max",
+    "topk_trace_share",
+    "effective_rank",
 )
 
 #: Baselines a data-free predictor has to beat (the zero-cost-proxy literature's controls).

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from orchestrator.spec import STAT_METRICS, StudySpec
+from orchestrator.spec import SPECTRUM_METRICS, STAT_METRICS, StudySpec
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -47,6 +47,13 @@ STAT_TYPES: dict[str, pa.DataType] = {
     if name in ("effective_params", "num_params", "macs", "layer_collapse")
     else pa.float64()
     for name in STAT_METRICS
+}
+#: Types of the Path Kernel spectrum columns (rows of studies that measure it).
+SPECTRUM_TYPES: dict[str, pa.DataType] = {
+    name: pa.int64()
+    if name in ("spectrum_k", "spectrum_converged", "spectrum_products")
+    else pa.float64()
+    for name in SPECTRUM_METRICS
 }
 #: Per-layer maps, stored as JSON text ({"layer.weight": value}).
 LAYER_COLUMNS: dict[str, pa.DataType] = {
@@ -107,6 +114,8 @@ def declared_schema(spec: StudySpec) -> pa.Schema:
     columns = dict(CORE_COLUMNS)
     columns.update({param_column(n): t for n, t in _PARAM_TYPES.items()})
     columns.update(STAT_TYPES)
+    if spec.spectrum is not None:
+        columns.update(SPECTRUM_TYPES)
     columns.update(LAYER_COLUMNS)
     columns.update({name: pa.float64() for name in TIMING_COLUMNS})
     if spec.train.epochs > 0 or spec.validate.top_k + spec.validate.random_k > 0:
