@@ -15,6 +15,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from analysis import columns as C
+from analysis.tables import SUMMARY_COLUMNS, aggregation_label
 
 DPI = 110
 
@@ -26,11 +27,13 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
-    """Metric (mean ± std over seeds) against compression, one line per pruner."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    """Metric (mean ± std over the rows of each pruner and density) against compression.
+
+    The y label says what the rows are (seeds, or configurations; ``tables.aggregation_label``).
+    """
+    fig = Figure(figsize=(7.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    extra = [c for c in summary.columns if c not in ("pruner", "density", "compression", "n",
-                                                     "mean", "std")]
+    extra = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
     for key, g in summary.groupby([*extra, "pruner"], sort=True):
         label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         g = g.sort_values("compression")
@@ -38,9 +41,9 @@ def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
                     capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("compression (1 / density, log scale)")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_ylabel(f"{metric}\n(mean ± std over {aggregation_label(summary)})")
     ax.set_title(f"{metric} vs compression")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
 
@@ -108,8 +111,8 @@ def scatter_figure(df: pd.DataFrame, predictor: str, target: str) -> Figure:
 
 
 def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure:
-    """Fraction of seeds with a fully pruned layer against compression, per pruner."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    """Fraction of rows with a fully pruned layer against compression, per pruner."""
+    fig = Figure(figsize=(7.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for pruner, g in rates.groupby("pruner", sort=True):
         g = g.sort_values("compression")
@@ -120,9 +123,11 @@ def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("compression (1 / density, log scale)")
-    ax.set_ylabel("fraction of seeds with a collapsed layer")
+    kinds = sorted(set(rates["over"]) - {"one row"}) if "over" in rates.columns else []
+    over = kinds[0] if len(kinds) == 1 else "rows"
+    ax.set_ylabel(f"fraction of {over}\nwith a collapsed layer")
     ax.set_title("layer collapse (dotted: critical compression)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
 
@@ -131,7 +136,7 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     """Per-layer density of each (pruner, density) row; fully pruned layers in red.
 
     Args:
-        layers: ``layer_density_table(df)`` (mean over seeds).
+        layers: ``layer_density_table(df)`` (mean over each cell's rows).
         minimum: ``layer_density_table(df, "min")``; cells where some seed lost the whole
             layer get a red ×.
     """

@@ -1,0 +1,205 @@
+"""Critical compression of VGG-16-bn at CIFAR-100 shape: Tanaka et al. (2020), Fig. 1 setup.
+
+Layer collapse: pruning empties a whole prunable layer, so the network computes a constant.
+The *critical compression* of a pruner is the smallest ``log10(1 / density)`` at which some
+prunable layer keeps no weight. This script finds it by bisection (to ``--tol``, default 0.05)
+for each pruner, on VGG-16 with BatchNorm, input 3x32x32, 100 classes, global scope, and prints
+a table beside the values published in Tanaka et al. (2020), *Pruning neural networks without
+any data by iteratively conserving synaptic flow* (NeurIPS), Fig. 1.
+
+Setup, matching the SynFlow paper's code for this figure (``lottery`` VGG-16-bn):
+
+- Init: Kaiming-normal (fan_in, gain sqrt(2)) for every Conv and Linear weight, zero biases,
+  BatchNorm scale 1 and shift 0 — ``pruners.build_model("vgg16", ...)``'s own init. Its convs
+  have no bias (BatchNorm cancels one); the reference's zero conv biases change no score.
+- Prunable: the 13 conv weights and the classifier weight (biases and BatchNorm not pruned).
+- Iterative data-free pruners (SynFlow family, ``pk-preserve``): ``--rounds`` (100) rounds with
+  the exponential schedule. random, magnitude, SNIP, GraSP: single shot (scores computed once).
+- No data ships here, so the data-dependent inputs are stand-ins, labelled as such:
+  ``synflow-dist`` reads a constant image at CIFAR-100's per-channel raw training means
+  (0.5071, 0.4865, 0.4409); SNIP and GraSP score a stand-in batch of ``--batch`` standard
+  normal images (normalized-input scale) with labels cycling over the 100 classes.
+
+Bisection assumes collapse is monotone in compression (true for single-shot global pruning;
+assumed for iterative pruners). The reported value ``c`` is the smallest tested compression that
+collapsed; the largest tested one that did not is within ``--tol`` below it.
+
+Usage::
+
+    nice -n 10 python examples/layer_collapse.py --out docs/figures/layer_collapse.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+import pruners
+from pruners.masks import ones_masks, prunable_parameters
+from pruners.pruning import select
+
+SHAPE = (3, 32, 32)
+CLASSES = 100
+CIFAR100_RAW_MEAN = (0.5071, 0.4865, 0.4409)
+PUBLISHED = {"random": 3.33, "magnitude": 2.75, "snip": 3.58, "grasp": 3.58, "synflow": 5.92}
+SINGLE_SHOT = ("random", "magnitude", "snip", "grasp")
+ITERATIVE = ("synflow", "synflow-l2", "synflow-l2-code", "synflow-dist", "pk-preserve")
+# First guesses of the critical compression; the bracket search walks from there.
+GUESS = {"synflow": 5.9, "synflow-l2": 5.0, "synflow-l2-code": 5.5, "synflow-dist": 5.9,
+         "pk-preserve": 4.0, "random": 3.3, "magnitude": 2.75, "snip": 3.5, "grasp": 3.5}  # fmt: skip
+
+Masks = dict[str, torch.Tensor]
+
+
+def build_vgg16(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return pruners.build_model("vgg16", SHAPE, CLASSES)
+
+
+def stand_in_sample(batch: int, seed: int) -> pruners.PruneSample:
+    """Stand-in labelled batch (not CIFAR-100) and CIFAR-100's per-channel raw mean image."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *SHAPE, generator=gen)
+    y = torch.arange(batch) % CLASSES
+    mean = torch.tensor(CIFAR100_RAW_MEAN)[:, None, None].expand(SHAPE).clone()
+    return pruners.PruneSample(x=x, y=y, raw_mean=mean)
+
+
+def collapsed(masks: Mapping[str, torch.Tensor]) -> bool:
+    """Whether some prunable layer keeps no weight."""
+    return any(not bool(m.any()) for m in masks.values())
+
+
+def bisect(
+    is_collapsed: Callable[[float], bool], guess: float, upper: float, tol: float, log: Callable
+) -> tuple[float, float, int]:
+    """Smallest compression in (lo, hi] with ``hi - lo <= tol`` at which ``is_collapsed``.
+
+    ``upper`` is known to collapse (fewer kept weights than layers). Returns (lo, hi, runs).
+    """
+    runs = 0
+
+    def test(c: float) -> bool:
+        nonlocal runs
+        runs += 1
+        start = time.perf_counter()
+        result = is_collapsed(c)
+        log(f"    compression 10^{c:.4f}: {'collapsed' if result else 'intact'} "
+            f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
+        return result
+
+    step = 0.5
+    c = min(guess, upper)
+    if test(c):
+        hi = c
+        lo = hi - step
+        while lo > 0 and test(lo):
+            hi, lo = lo, lo - step
+        lo = max(lo, 0.0)
+    else:
+        lo = c
+        hi = min(lo + step, upper)
+        while hi < upper and not test(hi):
+            lo, hi = hi, min(hi + step, upper)
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if test(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo, hi, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=[*SINGLE_SHOT, *ITERATIVE])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the random pruner")
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--tol", type=float, default=0.05)
+    parser.add_argument("--batch", type=int, default=100, help="stand-in batch for SNIP/GraSP")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.methods if m not in pruners.SCORERS]
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; valid: {sorted(pruners.SCORERS)}")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    total_start = time.perf_counter()
+    model = build_vgg16(0)
+    params = prunable_parameters(model)
+    n = sum(p.numel() for p in params.values())
+    layers = len(params)
+    theoretical = math.log10(n / layers)
+    # Fewer kept weights than layers empties a layer: round(d·N) <= L - 1 at this compression.
+    upper = math.log10(n / (layers - 1.5))
+    log(f"VGG-16-bn, {layers} prunable layers, N = {n:,} weights; theoretical max "
+        f"compression (every layer keeps one weight) = 10^{theoretical:.3f}")  # fmt: skip
+    sample = stand_in_sample(args.batch, seed=0)
+    results: dict[str, dict[str, object]] = {}
+    for method in args.methods:
+        seeds = range(args.seeds) if method == "random" else range(1)
+        per_seed = []
+        start = time.perf_counter()
+        for seed in seeds:
+            log(f"{method} (seed {seed})")
+            if method in SINGLE_SHOT:
+                scores = pruners.score(
+                    model, method, input_shape=SHAPE, sample=sample, seed=seed
+                )  # fmt: skip
+                ones = ones_masks(params)
+
+                def is_collapsed(c: float, scores: Mapping = scores, ones: Masks = ones) -> bool:
+                    return collapsed(select(scores, ones, 10.0**-c, "global"))
+            else:
+
+                def is_collapsed(c: float, method: str = method) -> bool:
+                    masks = pruners.prune(
+                        model, method, 10.0**-c, args.rounds, input_shape=SHAPE, sample=sample
+                    )
+                    return collapsed(masks)
+
+            lo, hi, runs = bisect(is_collapsed, GUESS.get(method, 4.0), upper, args.tol, log)
+            per_seed.append({"seed": seed, "lo": lo, "hi": hi, "runs": runs})
+        critical = statistics.median(s["hi"] for s in per_seed)
+        results[method] = {
+            "critical_compression": critical,
+            "per_seed": per_seed,
+            "published": PUBLISHED.get(method),
+            "wall_s": time.perf_counter() - start,
+        }
+        log(f"  -> {method}: critical compression 10^{critical:.2f} "
+            f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+    wall = time.perf_counter() - total_start
+    print()
+    print("| pruner | critical log10 compression | published (Tanaka et al. 2020) | wall s |")
+    print("|---|---|---|---|")
+    for method, r in results.items():
+        pub = r["published"]
+        print(f"| {method} | {r['critical_compression']:.2f} | "
+              f"{'' if pub is None else f'{pub:.2f}'} | {r['wall_s']:.0f} |")  # fmt: skip
+    print(f"| theoretical max (every layer keeps one weight) | {theoretical:.2f} | | |")
+    print(f"\ntotal wall time {wall:.0f} s, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"n_weights": n, "layers": layers, "theoretical_max": theoretical,
+                   "tol": args.tol, "rounds": args.rounds, "results": results, "wall_s": wall,
+                   "command": " ".join(["python", "examples/layer_collapse.py", *(argv or sys.argv[1:])])}  # fmt: skip
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
