@@ -98,7 +98,9 @@ def _print(console: Console, a: Analysis) -> None:
             console.print(_rich_table(method_table(summary), f"{metric}: mean ± std over {over}",
                                       index=True))
     if not a.critical.empty:
-        cols = [c for c in a.critical.columns if c not in ("critical_density", "note")]
+        hidden = ("critical_density", "note", "max_tested_compression", "censored")
+        cols = [c for c in a.critical.columns if c not in hidden
+                and not (c.startswith("param_") and a.critical[c].nunique() <= 1)]
         console.print(_rich_table(a.critical[cols], "Critical compression (largest tested "
                                   "compression below the first collapse)"))
         for row in a.critical.itertuples(index=False):

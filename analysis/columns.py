@@ -98,8 +98,14 @@ def density_values(df: pd.DataFrame) -> pd.Series:
 def with_experiment(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus :data:`EXPERIMENT`: ``"search"`` or ``"validation"`` (from ``phase``).
 
-    Without a ``phase`` column every row is one experiment and ``df`` is returned unchanged.
+    Without a ``phase`` column every row is one experiment. Rows lacking ``train_epochs`` get
+    it from the length of ``train_loss_curve`` where there is one.
     """
+    if TRAIN_LENGTH not in df.columns and "train_loss_curve" in df.columns:
+        # Rows written without ``train_epochs``: the training length is the curve's length.
+        length = df["train_loss_curve"].map(
+            lambda c: len(c) if isinstance(c, (list, tuple, np.ndarray)) and len(c) else np.nan)
+        df = df.assign(**{TRAIN_LENGTH: length.astype(float)})
     if "phase" not in df.columns or EXPERIMENT in df.columns:
         return df
     phase = df["phase"].astype(object)

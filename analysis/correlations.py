@@ -282,6 +282,8 @@ def rank_correlations(
     missing = [c for c in [*predictors, *targets] if c not in rows.columns]
     if missing:
         raise ValueError(f"predictors and targets must be columns, but {missing} are not")
+    # Rows without any target (untrained search rows beside a validation pass) say nothing.
+    rows = rows[C.numeric(rows, targets).notna().any(axis=1)] if targets else rows.iloc[:0]
     group_by = list(group_by) if group_by is not None else C.group_columns(rows)
     opts = {"n_resamples": n_resamples, "level": confidence_level, "seed": seed,
             "max_rows": max_bootstrap_rows}

@@ -125,7 +125,8 @@ def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure
     ax.set_xlabel("compression (1 / density, log scale)")
     kinds = sorted(set(rates["over"]) - {"one row"}) if "over" in rates.columns else []
     over = kinds[0] if len(kinds) == 1 else "rows"
-    ax.set_ylabel(f"fraction of {over}\nwith a collapsed layer")
+    what = "seeds" if over == "seeds" else f"rows ({over})" if over != "rows" else "rows"
+    ax.set_ylabel(f"fraction of {what}\nwith a collapsed layer")
     ax.set_title("layer collapse (dotted: critical compression)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
@@ -144,8 +145,9 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     masked = np.ma.masked_less_equal(values, 0.0)
     positive = values[values > 0]
     low = float(positive.min()) if positive.size else 1e-3
-    fig = Figure(figsize=(2.5 + 0.45 * values.shape[1], 1.5 + 0.3 * values.shape[0]),
-                 layout="constrained")
+    # Floors keep the labels, title and colorbar label inside a one-row or few-layer figure.
+    fig = Figure(figsize=(max(7.0, 3.5 + 0.45 * values.shape[1]),
+                          max(4.0, 2.6 + 0.3 * values.shape[0])), layout="constrained")
     ax = fig.add_subplot()
     cmap = _cmap_with_bad("viridis", "red")
     image = ax.imshow(masked, cmap=cmap, norm=LogNorm(vmin=min(low, 0.999), vmax=1.0),
@@ -153,16 +155,16 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     if minimum is not None:
         lost = minimum.reindex(index=layers.index, columns=layers.columns).to_numpy(dtype=float)
         rows, cols = np.nonzero(lost == 0.0)
-        ax.scatter(cols, rows, marker="x", color="red", s=40, label="some seed: layer fully pruned")
-        if len(rows):
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), fontsize="x-small")
+        ax.scatter(cols, rows, marker="x", color="red", s=40)
     labels = [" ".join(str(k) for k in key[:-1]) + f"  {1 / key[-1]:.4g}×" for key in layers.index]
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.set_xticks(range(values.shape[1]), layers.columns, rotation=60, ha="right",
                   fontsize="small")
     ax.set_xlabel("layer (network order)")
     ax.set_ylabel("pruner, compression")
-    ax.set_title("per-layer density (red: layer fully pruned)")
+    ax.set_title("per-layer density (mean over the trials of each row)\n"
+                 "red cell: layer empty in every trial; red ×: empty in some trial",
+                 fontsize="small")
     fig.colorbar(image, ax=ax, label="layer density (log scale)")
     return fig
 

@@ -79,7 +79,8 @@ def collapsed(masks: Mapping[str, torch.Tensor]) -> bool:
 
 
 def bisect(
-    is_collapsed: Callable[[float], bool], guess: float, upper: float, tol: float, log: Callable
+    is_collapsed: Callable[[float], bool], guess: float, upper: float, tol: float, log: Callable,
+    step: float = 0.5,
 ) -> tuple[float, float, int]:
     """Smallest compression in (lo, hi] with ``hi - lo <= tol`` at which ``is_collapsed``.
 
@@ -96,7 +97,6 @@ def bisect(
             f"({time.perf_counter() - start:.1f} s)")  # fmt: skip
         return result
 
-    step = 0.5
     c = min(guess, upper)
     if test(c):
         hi = c
@@ -125,11 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--tol", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=100, help="stand-in batch for SNIP/GraSP")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--step", type=float, default=0.25, help="bracket search step")
+    parser.add_argument("--guess", nargs="*", default=[], metavar="METHOD=C",
+                        help="first guesses of the critical log10 compression")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="dtype of path-based scores (float32: ~4x faster on CPU)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the results as JSON (merged into an existing file)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods if m not in pruners.SCORERS]
     if unknown:
         parser.error(f"unknown --methods {unknown}; valid: {sorted(pruners.SCORERS)}")
+
+    guesses = dict(GUESS)
+    for item in args.guess:
+        method, _, value = item.partition("=")
+        guesses[method] = float(value)
+    dtype = getattr(torch, args.dtype)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -164,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
 
                 def is_collapsed(c: float, method: str = method) -> bool:
                     masks = pruners.prune(
-                        model, method, 10.0**-c, args.rounds, input_shape=SHAPE, sample=sample
+                        model, method, 10.0**-c, args.rounds, input_shape=SHAPE, sample=sample,
+                        dtype=dtype,
                     )
                     return collapsed(masks)
 
-            lo, hi, runs = bisect(is_collapsed, GUESS.get(method, 4.0), upper, args.tol, log)
+            lo, hi, runs = bisect(
+                is_collapsed, guesses.get(method, 4.0), upper, args.tol, log, args.step
+            )
             per_seed.append({"seed": seed, "lo": lo, "hi": hi, "runs": runs})
         critical = statistics.median(s["hi"] for s in per_seed)
         results[method] = {
@@ -176,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_seed": per_seed,
             "published": PUBLISHED.get(method),
             "wall_s": time.perf_counter() - start,
+            "dtype": args.dtype if method in ITERATIVE else "n/a (single shot)",
+            "rounds": args.rounds if method in ITERATIVE else 1,
         }
         log(f"  -> {method}: critical compression 10^{critical:.2f} "
             f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
@@ -192,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads")  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        merged = json.loads(args.out.read_text())["results"] if args.out.is_file() else {}
+        results = {**merged, **results}
         payload = {"n_weights": n, "layers": layers, "theoretical_max": theoretical,
                    "tol": args.tol, "rounds": args.rounds, "results": results, "wall_s": wall,
                    "command": " ".join(["python", "examples/layer_collapse.py", *(argv or sys.argv[1:])])}  # fmt: skip
