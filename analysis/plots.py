@@ -35,7 +35,9 @@ def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
     ax = fig.add_subplot()
     extra = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
     for key, g in summary.groupby([*extra, "pruner"], sort=True):
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        values = key if isinstance(key, tuple) else (key,)
+        label = " / ".join(_legend_part(c, v) for c, v in zip([*extra, "pruner"], values,
+                                                              strict=True))
         g = g.sort_values("compression")
         ax.errorbar(g["compression"], g["mean"], yerr=g["std"].fillna(0), marker="o",
                     capsize=3, label=label)
@@ -45,6 +47,12 @@ def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
     ax.set_title(f"{metric} vs compression")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
+
+
+def _legend_part(column: str, value: object) -> str:
+    if column == C.TRAIN_LENGTH:
+        return f"{float(value):g} epochs"  # type: ignore[arg-type]
+    return str(value)
 
 
 def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
@@ -63,7 +71,7 @@ def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     annotate = len(tables) <= 4  # numbers on many panels make the figure slow and unreadable
-    for ax, (label, _), table in zip(axes.flat, groups, tables, strict=False):
+    for ax, (label, group), table in zip(axes.flat, groups, tables, strict=False):
         values = table.to_numpy(dtype=float)
         image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right",
@@ -75,7 +83,9 @@ def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small")
         ax.set_xlabel("trained metric")
         ax.set_ylabel("data-free statistic / baseline")
-        ax.set_title(label, fontsize="small")
+        rows = pd.to_numeric(group["n"], errors="coerce").max() if "n" in group else np.nan
+        ax.set_title(f"{label}\n({'?' if np.isnan(rows) else int(rows)} rows; "
+                     "blank: constant or missing)", fontsize="small")
     for ax in list(axes.flat)[len(tables):]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axes, label=f"{statistic} rank correlation", shrink=0.8)
@@ -99,11 +109,22 @@ def scatter_figure(df: pd.DataFrame, predictor: str, target: str) -> Figure:
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     colour = density[ok]
-    if colour.notna().all() and (colour > 0).all() and colour.nunique() > 1:
-        points = ax.scatter(x[ok], y[ok], c=colour, norm=LogNorm(), s=14, cmap="viridis")
+    # Validation top-k rows were chosen for a large objective: drawn apart, never mixed in.
+    phase = rows["phase"].astype(str) if "phase" in rows.columns else pd.Series("", index=rows.index)
+    marks = {C.VALIDATE_TOP: ("^", "validation top-k (chosen by the objective)"),
+             C.VALIDATE_RANDOM: ("s", "validation random-k"), C.PHASE_SEARCH: ("o", "search")}
+    coloured = colour.notna().all() and (colour > 0).all() and colour.nunique() > 1
+    points = None
+    for value in sorted(set(phase[ok])):
+        sel = ok & (phase == value)
+        marker, label = marks.get(value, ("o", value or "trials"))
+        kwargs = ({"c": density[sel], "norm": LogNorm(vmin=colour.min(), vmax=colour.max()),
+                   "cmap": "viridis"} if coloured else {})
+        points = ax.scatter(x[sel], y[sel], s=18, marker=marker, label=label, **kwargs)
+    if coloured and points is not None:
         fig.colorbar(points, ax=ax, label="density (log scale)")
-    else:
-        ax.scatter(x[ok], y[ok], s=14)
+    if len(set(phase[ok])) > 1:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2)
     ax.set_xlabel(predictor)
     ax.set_ylabel(target)
     ax.set_title(f"{target} vs {predictor} ({int(ok.sum())} trials)")
@@ -114,6 +135,8 @@ def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure
     """Fraction of rows with a fully pruned layer against compression, per pruner."""
     fig = Figure(figsize=(7.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    if C.EXPERIMENT in critical.columns and (critical[C.EXPERIMENT] == C.PHASE_SEARCH).any():
+        critical = critical[critical[C.EXPERIMENT] == C.PHASE_SEARCH]  # the rows rates counts
     for pruner, g in rates.groupby("pruner", sort=True):
         g = g.sort_values("compression")
         line = ax.plot(g["compression"], g["rate"], marker="o", label=str(pruner))[0]
@@ -127,7 +150,9 @@ def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure
     over = kinds[0] if len(kinds) == 1 else "rows"
     what = "seeds" if over == "seeds" else f"rows ({over})" if over != "rows" else "rows"
     ax.set_ylabel(f"fraction of {what}\nwith a collapsed layer")
-    ax.set_title("layer collapse (dotted: critical compression)")
+    ax.set_title("layer collapse (dotted: critical compression, the largest tested\n"
+                 "compression below the first collapse; none where collapse starts at once)",
+                 fontsize="medium")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 

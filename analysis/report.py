@@ -154,9 +154,11 @@ def _correlations(w: _Writer, a: Analysis) -> None:
         notes = sorted({str(x) for x in g["note"] if x})
         if notes:
             w.add("Notes: " + "; ".join(notes) + ".", "")
-    w.figure("correlations.png",
-             lambda p: plots.correlation_heatmap(groups[:MAX_GROUPS_PLOTTED], p),
-             "Spearman rank correlation per group")
+    finite = [(label, g) for label, g in groups if g["spearman"].notna().any()]
+    if finite:  # groups without a single finite correlation would be blank panels
+        w.figure("correlations.png",
+                 lambda p: plots.correlation_heatmap(finite[:MAX_GROUPS_PLOTTED], p),
+                 "Spearman rank correlation per group")
     if len(groups) > MAX_GROUPS_SHOWN:
         w.add(f"{len(groups) - MAX_GROUPS_SHOWN} more groups are in the CSV.", "")
     predictor = DEFAULT_OBJECTIVE if DEFAULT_OBJECTIVE in a.rows else None
