@@ -103,9 +103,9 @@ def _print(console: Console, a: Analysis) -> None:
                 and not (c.startswith("param_") and a.critical[c].nunique() <= 1)]
         console.print(_rich_table(a.critical[cols], "Critical compression (largest tested "
                                   "compression below the first collapse)"))
-        for row in a.critical.itertuples(index=False):
-            if row.note:
-                console.print(f"  {row.pruner}: {row.note}")
+        for pruner, note in zip(a.critical["pruner"], a.critical["note"], strict=True):
+            if note:
+                console.print(f"  {pruner!s}: {note!s}")
     if not a.importances.empty:
         top = a.importances.sort_values("importance", ascending=False).groupby(
             ["study", "target"], sort=True).head(5)

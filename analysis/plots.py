@@ -83,8 +83,8 @@ def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small")
         ax.set_xlabel("trained metric")
         ax.set_ylabel("data-free statistic / baseline")
-        rows = pd.to_numeric(group["n"], errors="coerce").max() if "n" in group else np.nan
-        ax.set_title(f"{label}\n({'?' if np.isnan(rows) else int(rows)} rows; "
+        n_rows = float(pd.to_numeric(group["n"], errors="coerce").max()) if "n" in group else np.nan
+        ax.set_title(f"{label}\n({'?' if np.isnan(n_rows) else int(n_rows)} rows; "
                      "blank: constant or missing)", fontsize="small")
     for ax in list(axes.flat)[len(tables):]:
         ax.set_axis_off()

@@ -44,7 +44,7 @@ import torch
 
 import pruners
 from pruners.masks import ones_masks, prunable_parameters
-from pruners.pruning import select
+from pruners.pruning import schedule_densities, select
 
 SHAPE = (3, 32, 32)
 CLASSES = 100
@@ -118,6 +118,37 @@ def bisect(
     return lo, hi, runs
 
 
+def trajectory(
+    model: torch.nn.Module, method: str, upper: float, rounds: int,
+    sample: pruners.PruneSample, dtype: torch.dtype, log: Callable,
+) -> tuple[float, float, int]:
+    """One iterative run to compression ``10^upper``, checking for collapse after every round.
+
+    With the exponential schedule, round r of a run to ``10^upper`` sits at compression
+    ``10^(r · upper / rounds)``. The first round that empties a layer brackets the critical
+    compression between the previous round's compression and its own (resolution
+    ``upper / rounds``). A run aimed at a lower compression takes slightly smaller steps, so
+    this is an estimate of the bisection's value, at the cost of one run instead of several.
+
+    Returns:
+        (lo, hi, rounds run).
+    """
+    masks = ones_masks(prunable_parameters(model))
+    start = time.perf_counter()
+    for r, d in enumerate(schedule_densities(10.0**-upper, rounds, "exponential"), start=1):
+        scores = pruners.score(
+            model, method, input_shape=SHAPE, masks=masks, sample=sample, dtype=dtype
+        )
+        masks = select(scores, masks, d, "global")
+        if r % 10 == 0:
+            log(f"    round {r}: compression 10^{math.log10(1 / d):.3f} intact "
+                f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+        if collapsed(masks):
+            hi = math.log10(1 / d)
+            return hi - upper / rounds, hi, r
+    return upper, math.inf, rounds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=[*SINGLE_SHOT, *ITERATIVE])
@@ -130,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="first guesses of the critical log10 compression")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                         help="dtype of path-based scores (float32: ~4x faster on CPU)")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="iterative pruners: one run to the theoretical maximum, checking "
+                        "every round (resolution max/rounds), instead of bisection")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the results as JSON (merged into an existing file)")
     args = parser.parse_args(argv)
@@ -181,9 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return collapsed(masks)
 
-            lo, hi, runs = bisect(
-                is_collapsed, guesses.get(method, 4.0), upper, args.tol, log, args.step
-            )
+            if args.trajectory and method in ITERATIVE:
+                lo, hi, runs = trajectory(
+                    model, method, upper, args.rounds, sample, dtype, log
+                )  # fmt: skip
+            else:
+                lo, hi, runs = bisect(
+                    is_collapsed, guesses.get(method, 4.0), upper, args.tol, log, args.step
+                )
             per_seed.append({"seed": seed, "lo": lo, "hi": hi, "runs": runs})
         critical = statistics.median(s["hi"] for s in per_seed)
         results[method] = {
@@ -193,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": time.perf_counter() - start,
             "dtype": args.dtype if method in ITERATIVE else "n/a (single shot)",
             "rounds": args.rounds if method in ITERATIVE else 1,
+            "search": "trajectory" if args.trajectory and method in ITERATIVE else "bisection",
         }
         log(f"  -> {method}: critical compression 10^{critical:.2f} "
             f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
