@@ -149,6 +149,34 @@ def trajectory(
     return upper, math.inf, rounds
 
 
+def plot(payload: dict, path: Path) -> Path:
+    """Bar chart: measured critical compression (with its bracket) beside the published one."""
+    from matplotlib.figure import Figure
+
+    results = payload["results"]
+    names = list(results)
+    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    x = range(len(names))
+    hi = [results[m]["critical_compression"] for m in names]
+    lo = [statistics.median(s["lo"] for s in results[m]["per_seed"]) for m in names]
+    ax.bar([i - 0.2 for i in x], hi, width=0.4, label="pathsweep (smallest collapsed)",
+           yerr=[[h - lo_ for h, lo_ in zip(hi, lo, strict=True)], [0] * len(hi)], capsize=3)
+    published = [results[m].get("published") for m in names]
+    ax.bar([i + 0.2 for i, p in zip(x, published, strict=True) if p is not None],
+           [p for p in published if p is not None], width=0.4,
+           label="published (Tanaka et al. 2020, Fig. 1)")
+    ax.axhline(payload["theoretical_max"], color="0.3", linestyle="--", linewidth=1,
+               label=f"theoretical max {payload['theoretical_max']:.2f} (one weight per layer)")
+    ax.set_xticks(list(x), names, rotation=30, ha="right")
+    ax.set_ylabel("critical compression (log10 of 1 / density)")
+    ax.set_title("Layer collapse, VGG-16-bn at CIFAR-100 shape (error bar: bracket)")
+    ax.set_ylim(0, payload["theoretical_max"] + 1.2)
+    ax.legend(fontsize="small", loc="upper left")
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=[*SINGLE_SHOT, *ITERATIVE])
@@ -161,12 +189,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="first guesses of the critical log10 compression")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                         help="dtype of path-based scores (float32: ~4x faster on CPU)")
+    parser.add_argument("--plot", type=Path, nargs=2, metavar=("JSON", "PNG"),
+                        help="only draw the figure of a results JSON")
     parser.add_argument("--trajectory", action="store_true",
                         help="iterative pruners: one run to the theoretical maximum, checking "
                         "every round (resolution max/rounds), instead of bisection")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the results as JSON (merged into an existing file)")
     args = parser.parse_args(argv)
+    if args.plot is not None:
+        plot(json.loads(args.plot[0].read_text()), args.plot[1])
+        return 0
     unknown = [m for m in args.methods if m not in pruners.SCORERS]
     if unknown:
         parser.error(f"unknown --methods {unknown}; valid: {sorted(pruners.SCORERS)}")
