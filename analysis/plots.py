@@ -34,6 +34,10 @@ def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
     fig = Figure(figsize=(7.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     extra = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
+    # Columns with one value go to the title; the legend names what differs between lines.
+    fixed = [c for c in extra if summary[c].nunique(dropna=False) == 1]
+    extra = [c for c in extra if c not in fixed]
+    context = ", ".join(_legend_part(c, summary[c].iloc[0]) for c in fixed)
     for key, g in summary.groupby([*extra, "pruner"], sort=True):
         values = key if isinstance(key, tuple) else (key,)
         label = " / ".join(_legend_part(c, v) for c, v in zip([*extra, "pruner"], values,
@@ -43,8 +47,14 @@ def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
                     capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("compression (1 / density, log scale)")
-    ax.set_ylabel(f"{metric}\n(mean ± std over {aggregation_label(summary)})")
-    ax.set_title(f"{metric} vs compression")
+    means = summary["mean"].astype(float)
+    wide = (means > 0).all() and means.max() > 100 * means.min()
+    if wide:  # e.g. one diverging run's loss area next to converged ones
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{metric}{' (log scale)' if wide else ''}\n"
+                  f"(mean ± std over {aggregation_label(summary)})")
+    ax.set_title(f"{metric} vs compression" + (f"\n({context})" if context else ""),
+                 fontsize="medium")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
@@ -127,7 +137,9 @@ def scatter_figure(df: pd.DataFrame, predictor: str, target: str) -> Figure:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2)
     ax.set_xlabel(predictor)
     ax.set_ylabel(target)
-    ax.set_title(f"{target} vs {predictor} ({int(ok.sum())} trials)")
+    infinite = int((x.notna() & ~np.isfinite(x.astype(float)) & y.notna()).sum())
+    hidden = f"; {infinite} with an infinite {predictor} not shown" if infinite else ""
+    ax.set_title(f"{target} vs {predictor}\n({int(ok.sum())} trials{hidden})", fontsize="medium")
     return fig
 
 
