@@ -25,7 +25,7 @@ from rich.table import Table
 from analysis.io import load, load_specs, study_dirs
 from analysis.pipeline import Analysis, analyze
 from analysis.report import correlation_groups, correlation_table, fmt, write_report
-from analysis.tables import method_table
+from analysis.tables import aggregation_label, method_table
 
 PROG = "pathsweep analyze"
 MAX_GROUPS_PRINTED = 6
@@ -99,11 +99,18 @@ def _print(console: Console, a: Analysis) -> None:
         console.print(_rich_table(table, "Validation: the objective's top-k vs random-k"))
     for metric, summary in list(a.methods.items())[:1]:
         if not summary.empty:
-            console.print(_rich_table(method_table(summary), f"{metric}: mean ± std over seeds",
+            over = aggregation_label(summary)
+            console.print(_rich_table(method_table(summary), f"{metric}: mean ± std over {over}",
                                       index=True))
     if not a.critical.empty:
-        cols = [c for c in a.critical.columns if c not in ("critical_density", "note")]
-        console.print(_rich_table(a.critical[cols], "Critical compression (no layer collapse)"))
+        hidden = ("critical_density", "note", "max_tested_compression", "censored")
+        cols = [c for c in a.critical.columns if c not in hidden
+                and not (c.startswith("param_") and a.critical[c].nunique() <= 1)]
+        console.print(_rich_table(a.critical[cols], "Critical compression (largest tested "
+                                  "compression below the first collapse)"))
+        for pruner, note in zip(a.critical["pruner"], a.critical["note"], strict=True):
+            if note:
+                console.print(f"  {pruner!s}: {note!s}")
     if not a.importances.empty:
         top = a.importances.sort_values("importance", ascending=False).groupby(
             ["study", "target"], sort=True).head(5)

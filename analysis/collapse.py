@@ -3,7 +3,9 @@
 Layer collapse — a layer pruned away entirely, which disconnects every input-output path —
 is the failure SynFlow (Tanaka et al. 2020) was built to avoid; in the paths picture of
 Gebhart, Saxena & Schrater (2021) it sets the Path Kernel to zero. The critical compression of
-a pruner is the largest compression (1/density) at which no layer was fully pruned.
+a pruner is where collapse begins; from the tested densities it is bracketed by the largest
+compression below every observed collapse (``critical_compression``) and the smallest one with a
+collapse (``first_collapse_compression``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from analysis import columns as C
 
 CRITICAL_COLUMNS = (
     "pruner", "critical_compression", "critical_density", "first_collapse_compression",
-    "max_tested_compression", "censored", "n", "note",
+    "max_tested_compression", "censored", "n", "collapsed_rows", "over", "note",
 )
 
 
@@ -94,12 +96,15 @@ def _pruners(df: pd.DataFrame) -> pd.Series:
 
 
 def layer_density_table(df: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
-    """Per-layer density per (pruner, density) over seeds: rows × layers, in network order.
+    """Per-layer density per (pruner, density) over its rows: rows × layers, in network order.
+
+    A (pruner, density) cell combines every row there — seeds of one configuration, or
+    different configurations in a search. Search rows only where there is a validation pass.
 
     Args:
         df: trial rows with a ``layer_density`` column.
-        agg: how seeds are combined: ``"mean"``, ``"min"`` (0 where any seed lost the layer)
-            or ``"max"``.
+        agg: how the rows are combined: ``"mean"``, ``"min"`` (0 where any row lost the
+            layer) or ``"max"``.
 
     Returns:
         Layers are ordered as the first row lists them (the model's parameter order). Empty
@@ -109,7 +114,9 @@ def layer_density_table(df: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
         raise ValueError(f"agg must be one of ('mean', 'min', 'max'), but got {agg=}")
     if "layer_density" not in df.columns:
         return pd.DataFrame()
-    rows = C.complete(df)
+    rows = C.with_experiment(C.complete(df))
+    if C.EXPERIMENT in rows.columns and (rows[C.EXPERIMENT] == C.PHASE_SEARCH).any():
+        rows = rows[rows[C.EXPERIMENT] == C.PHASE_SEARCH]
     rows = rows[rows["layer_density"].notna()]
     wide = layer_densities(rows["layer_density"]) if len(rows) else pd.DataFrame()
     wide = wide.dropna(how="all")
@@ -124,63 +131,97 @@ def layer_density_table(df: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
     return table.sort_index(ascending=[True] * (len(index) - 1) + [False])
 
 
-def _critical(group: pd.DataFrame) -> dict[str, object]:
-    by_density = group.groupby("density")["collapsed"].agg(["max", "count"])
-    safe = by_density[by_density["max"] == 0].index
-    hit = by_density[by_density["max"] > 0].index
+def _fmt_density(d: float) -> str:
+    return f"{d:.4g} ({1 / d:.4g}×)"
+
+
+def _critical(group: pd.DataFrame, over: str) -> dict[str, object]:
+    by_density = group.groupby("density")["collapsed"].agg(["sum", "count"])
+    hit = by_density[by_density["sum"] > 0].index
     tested = by_density.index
     row: dict[str, object] = {"n": int(by_density["count"].sum()),
+                              "collapsed_rows": int(by_density["sum"].sum()), "over": over,
                               "max_tested_compression": 1 / tested.min(),
                               "first_collapse_compression": 1 / hit.max() if len(hit) else np.nan,
                               "censored": len(hit) == 0, "note": ""}
+    if len(hit) == 0:
+        critical = tested.min()
+        return row | {"critical_compression": 1 / critical, "critical_density": critical,
+                      "note": "no collapse observed: the critical compression is at least this"}
+    first = hit.max()  # densest (least compressed) density with a collapsed row
+    safe = tested[tested > first]
+    counts = ", ".join(f"{int(by_density.loc[d, 'sum'])} of {int(by_density.loc[d, 'count'])} "
+                       f"rows at density {_fmt_density(d)}" for d in sorted(hit, reverse=True))
+    note = f"collapsed: {counts}"
+    if (by_density.loc[tested < first, "sum"] == 0).any():
+        note += "; a more compressed density had no collapse (not monotone)"
     if len(safe) == 0:
         return row | {"critical_compression": np.nan, "critical_density": np.nan,
-                      "note": "a layer collapsed at every tested density"}
+                      "note": f"collapse already at the least compressed tested density, so "
+                              f"the critical compression lies below the tested range; {note}"}
     critical = safe.min()
-    if len(hit) and hit.max() > critical:
-        row["note"] = "collapse at a lower compression than the critical one (not monotone)"
-    elif len(hit) == 0:
-        row["note"] = "no collapse observed: critical compression is at least this"
-    return row | {"critical_compression": 1 / critical, "critical_density": critical}
+    return row | {"critical_compression": 1 / critical, "critical_density": critical,
+                  "note": note}
 
 
 def critical_compression(df: pd.DataFrame) -> pd.DataFrame:
-    """The largest compression (1/density) at which no layer was fully pruned, per pruner.
+    """Where layer collapse begins, per pruner, from the tested densities.
 
-    A density counts as safe when every finished row there (every seed) has
-    ``layer_collapse == 0``. ``first_collapse_compression`` is the smallest compression at
-    which some seed collapsed; ``censored`` is True when no tested density collapsed, so the
-    true critical compression lies above the tested range.
+    ``first_collapse_compression`` is the smallest tested compression (1/density) at which some
+    row had a fully pruned layer; ``critical_compression`` the largest tested compression below
+    it (no row collapsed there), so the true critical compression lies between the two.
+    ``censored``: no tested density collapsed, so it lies above the tested range. The note
+    counts the collapsed rows per density; ``over`` says whether a pruner's rows are seeds of
+    one configuration or different configurations (``columns.aggregate_kind``). Search and
+    validation rows are kept apart (``experiment``).
 
     Args:
         df: trial rows with a density and ``layer_collapse`` (or ``layer_density``).
 
     Returns:
-        One row per model/dataset (when present) and pruner: ``CRITICAL_COLUMNS``.
+        One row per model/dataset/experiment (when present) and pruner: ``CRITICAL_COLUMNS``.
     """
-    groups = C.present(df, C.GROUP_CANDIDATES)
-    rows = C.complete(df)
+    rows = C.with_experiment(C.complete(df))
+    groups = C.present(rows, C.GROUP_CANDIDATES) + C.present(rows, (C.EXPERIMENT,))
     if C.density_column(rows) is None or rows.empty:
         return pd.DataFrame(columns=[*groups, *CRITICAL_COLUMNS])
     frame = pd.DataFrame({**{g: C.hashable(rows[g]) for g in groups}, "pruner": _pruners(rows),
                           "density": C.density_values(rows), "collapsed": collapsed(rows)})
     frame = frame.dropna(subset=["density", "collapsed"])
     frame = frame[frame["density"] > 0]
-    out = [dict(zip([*groups, "pruner"], key, strict=True)) | _critical(g)
-           for key, g in frame.groupby([*groups, "pruner"], sort=True)]
+    out = []
+    for key, g in frame.groupby([*groups, "pruner"], sort=True):
+        over = _over(rows.loc[g.index])
+        out.append(dict(zip([*groups, "pruner"], key, strict=True)) | _critical(g, over))
     return pd.DataFrame(out, columns=[*groups, *CRITICAL_COLUMNS])
 
 
+def _over(rows: pd.DataFrame) -> str:
+    """What the rows at one density are: seeds, configurations, or both."""
+    density = C.density_values(rows)
+    kinds = {C.aggregate_kind(g)[2] for _, g in rows.groupby(density, sort=True)}
+    kinds.discard("one row")
+    return " / ".join(sorted(kinds)) or "one row per density"
+
+
 def collapse_rate(df: pd.DataFrame) -> pd.DataFrame:
-    """Fraction of seeds with a collapsed layer per pruner and density (for plots)."""
-    rows = C.complete(df)
+    """Fraction of rows with a collapsed layer per pruner and density (for plots).
+
+    Search rows only where there is a validation pass (validation rows re-run searched
+    configurations and would count them twice). ``over`` says what the rows are.
+    """
+    columns = ["pruner", "density", "compression", "rate", "n", "over"]
+    rows = C.with_experiment(C.complete(df))
+    if C.EXPERIMENT in rows.columns and (rows[C.EXPERIMENT] == C.PHASE_SEARCH).any():
+        rows = rows[rows[C.EXPERIMENT] == C.PHASE_SEARCH]
     if C.density_column(rows) is None or rows.empty:
-        return pd.DataFrame(columns=["pruner", "density", "compression", "rate", "n"])
+        return pd.DataFrame(columns=columns)
     frame = pd.DataFrame({"pruner": _pruners(rows), "density": C.density_values(rows),
                           "collapsed": collapsed(rows)}).dropna()
     frame = frame[frame["density"] > 0]
-    out = frame.groupby(["pruner", "density"], sort=True)["collapsed"].agg(
-        rate="mean", n="count").reset_index()
+    grouped = frame.groupby(["pruner", "density"], sort=True)
+    out = grouped["collapsed"].agg(rate="mean", n="count").reset_index()
+    out["over"] = [C.aggregate_kind(rows.loc[g.index])[2] for _, g in grouped]
     out["compression"] = 1 / out["density"]
-    return out[["pruner", "density", "compression", "rate", "n"]]
+    return out[columns]
 

@@ -34,8 +34,17 @@ GROUP_CANDIDATES: tuple[str, ...] = (schema.param_column("model"), schema.param_
 
 PRUNER = schema.param_column("pruner")
 STATE_COMPLETE = schema.STATE_COMPLETE
+PHASE_SEARCH = schema.PHASE_SEARCH
 VALIDATE_TOP = schema.PHASE_TOP
 VALIDATE_RANDOM = schema.PHASE_RANDOM
+
+#: Derived column naming the experiment a row belongs to: the search, or the validation pass
+#: (top-k and random-k re-run searched configurations, so they never pool with the search).
+EXPERIMENT = "experiment"
+EXPERIMENT_VALIDATION = "validation"
+#: Training length; rows trained for different lengths are different experiments.
+TRAIN_LENGTH = "train_epochs"
+SEED = "seed"
 
 
 def present(df: pd.DataFrame, names: Iterable[str]) -> list[str]:
@@ -75,9 +84,38 @@ def density_values(df: pd.DataFrame) -> pd.Series:
     return values.map(rounded).astype(float)
 
 
+def with_experiment(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus :data:`EXPERIMENT`: ``"search"`` or ``"validation"`` (from ``phase``).
+
+    Without a ``phase`` column every row is one experiment. Rows lacking ``train_epochs`` get
+    it from the length of ``train_loss_curve`` where there is one.
+    """
+    if TRAIN_LENGTH not in df.columns and "train_loss_curve" in df.columns:
+        # Rows written without ``train_epochs``: the training length is the curve's length.
+        length = df["train_loss_curve"].map(
+            lambda c: len(c) if isinstance(c, (list, tuple, np.ndarray)) and len(c) else np.nan)
+        df = df.assign(**{TRAIN_LENGTH: length.astype(float)})
+    if "phase" not in df.columns or EXPERIMENT in df.columns:
+        return df
+    phase = df["phase"].astype(object)
+    validation = phase.isin([VALIDATE_TOP, VALIDATE_RANDOM])
+    experiment = phase.where(~validation, EXPERIMENT_VALIDATION).fillna(PHASE_SEARCH)
+    return df.assign(**{EXPERIMENT: experiment.astype(str)})
+
+
+def experiment_columns(df: pd.DataFrame) -> list[str]:
+    """The experiment (search/validation) and training-length columns present in ``df``."""
+    return present(df, (EXPERIMENT, TRAIN_LENGTH))
+
+
 def group_columns(df: pd.DataFrame, with_density: bool = True) -> list[str]:
-    """Columns defining comparable groups: model, dataset and (optionally) density."""
-    cols = present(df, GROUP_CANDIDATES)
+    """Columns defining comparable groups.
+
+    Model, dataset, the experiment (search or validation, see :func:`with_experiment`), the
+    training length and (optionally) the density: rows differing in any of them answer
+    different questions and are never pooled.
+    """
+    cols = present(df, GROUP_CANDIDATES) + experiment_columns(df)
     density = density_column(df)
     if with_density and density is not None:
         cols.append(density)
@@ -101,3 +139,32 @@ def hashable(series: pd.Series) -> pd.Series:
 def numeric(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """``df[names]`` as float64, non-numbers turned into NaN."""
     return df[list(names)].apply(pd.to_numeric, errors="coerce").astype(float)
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that identify a configuration: every ``param_*`` column with a value."""
+    return [c for c in df.columns if str(c).startswith("param_") and df[c].notna().any()]
+
+
+def aggregate_kind(rows: pd.DataFrame) -> tuple[int, int, str]:
+    """What a group of rows is: (configurations, seeds, a label for "mean over ...").
+
+    Rows are *seeds* only when they share one configuration (all ``param_*`` values) and differ
+    in ``seed``; rows of different configurations are *configurations*, never seeds.
+
+    Returns:
+        ``(n_configs, n_seeds, label)``; label is ``"seeds"``, ``"configurations"``,
+        ``"configurations × seeds"`` or ``"repeats"`` (one configuration and seed, re-run).
+    """
+    cols = config_columns(rows)
+    n_configs = int(rows[cols].apply(hashable).drop_duplicates().shape[0]) if cols else 1
+    n_configs = max(n_configs, 1) if len(rows) else 0
+    n_seeds = int(hashable(rows[SEED]).nunique(dropna=False)) if SEED in rows.columns else 1
+    if n_configs <= 1:
+        label = "seeds" if n_seeds == len(rows) and n_seeds > 1 else (
+            "repeats" if len(rows) > 1 else "one row")
+    elif n_seeds <= 1:
+        label = "configurations"
+    else:
+        label = "configurations × seeds"
+    return n_configs, n_seeds, label

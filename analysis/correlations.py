@@ -25,6 +25,8 @@ RESULT_COLUMNS = (
 # Variances of atanh(r) for rank correlations (Fieller, Hartley & Pearson 1957).
 _FISHER_VARIANCE = {"spearman": 1.06, "kendall": 0.437}
 _FISHER_DOF = {"spearman": 3, "kendall": 4}
+#: Density-column value of correlations pooled over densities.
+POOLED = "all (pooled)"
 
 
 def with_random_score(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -44,6 +46,45 @@ def with_random_score(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     else:
         score = np.random.default_rng(seed).random(len(df))
     return df.assign(**{C.RANDOM_SCORE: score})
+
+
+def unbiased_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished rows a correlation may use, with the ``experiment`` column added.
+
+    Validation top-k rows (``phase == "validate-top"``) are left out: they were chosen
+    *because* they maximise the objective, so correlating the objective with anything over
+    them is selection-biased (range restriction). Validation random-k rows are a random
+    sample of the searched configurations and stay, as their own experiment ("validation"),
+    never pooled with the search rows they re-run. The top-k are judged against the random-k
+    by ``analysis.validation.validation_hit_rate`` instead.
+    """
+    rows = C.with_experiment(C.complete(df))
+    if "phase" in rows.columns:
+        rows = rows[rows["phase"].astype(str) != C.VALIDATE_TOP]
+    return rows
+
+
+def within_and_pooled(df: pd.DataFrame, **options: object) -> pd.DataFrame:
+    """``rank_correlations`` within each density, plus pooled over densities.
+
+    Density drives both the path statistics and training, so pooled correlations mostly
+    measure density; the within-density ones are the test. Pooled rows carry
+    ``POOLED`` in the density column (only when there are several densities).
+
+    Args:
+        df: trial rows.
+        **options: passed to ``rank_correlations`` (not ``group_by``).
+    """
+    within = rank_correlations(df, **options)  # type: ignore[arg-type]
+    rows = unbiased_rows(df)
+    density = C.density_column(rows)
+    if density is None or C.density_values(rows).nunique() < 2:
+        return within
+    keys = C.group_columns(rows, with_density=False)
+    pooled = rank_correlations(df, group_by=keys, **options)  # type: ignore[arg-type]
+    pooled.insert(len(keys), density, POOLED)
+    within[density] = within[density].astype(object)
+    return pd.concat([within, pooled], ignore_index=True)
 
 
 def default_predictors(df: pd.DataFrame) -> list[str]:
@@ -203,7 +244,9 @@ def rank_correlations(
 ) -> pd.DataFrame:
     """Spearman and Kendall correlations of predictors with trained metrics, per group.
 
-    Only finished (``COMPLETE``) rows count. Pairs with fewer than 3 rows or a constant column
+    Only finished (``COMPLETE``) rows count, and validation top-k rows never do (see
+    :func:`unbiased_rows`): they were chosen because they maximise the objective, so a
+    correlation over them is selection-biased. Pairs with fewer than 3 rows or a constant column
     get NaN and a ``note`` saying why. Intervals are paired bootstrap percentile intervals
     (``scipy.stats.bootstrap``, ``numpy.random.default_rng(seed)``, so reproducible); groups
     larger than ``max_bootstrap_rows`` use asymptotic Fisher-z intervals instead (the
@@ -215,7 +258,9 @@ def rank_correlations(
         predictors: columns to test; default: data-free statistics, ``num_params``, ``macs`` and
             a seeded random score (``with_random_score``).
         targets: trained metrics; default: those present.
-        group_by: columns to split by; default: model, dataset and density columns present.
+        group_by: columns to split by; default: model, dataset, experiment (search or
+            validation), training length and density columns present
+            (``columns.group_columns``).
         n_resamples: bootstrap resamples (0: asymptotic intervals only).
         confidence_level: coverage of the intervals, 0 < level < 1.
         seed: seed of the resampling and of the random score.
@@ -229,7 +274,7 @@ def rank_correlations(
         raise ValueError(f"0 < confidence_level < 1 must hold, but got {confidence_level=}")
     if n_resamples < 0:
         raise ValueError(f"n_resamples >= 0 must hold, but got {n_resamples=}")
-    rows = C.complete(df)
+    rows = unbiased_rows(df)
     if predictors is None:
         rows = with_random_score(rows, seed)
         predictors = default_predictors(rows)
@@ -237,6 +282,8 @@ def rank_correlations(
     missing = [c for c in [*predictors, *targets] if c not in rows.columns]
     if missing:
         raise ValueError(f"predictors and targets must be columns, but {missing} are not")
+    # Rows without any target (untrained search rows beside a validation pass) say nothing.
+    rows = rows[C.numeric(rows, targets).notna().any(axis=1)] if targets else rows.iloc[:0]
     group_by = list(group_by) if group_by is not None else C.group_columns(rows)
     opts = {"n_resamples": n_resamples, "level": confidence_level, "seed": seed,
             "max_rows": max_bootstrap_rows}

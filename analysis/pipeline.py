@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis import columns as C
 from analysis.collapse import collapse_rate, critical_compression, layer_density_table
-from analysis.correlations import rank_correlations
+from analysis.correlations import within_and_pooled
 from analysis.optuna_views import Objective, objectives_from_spec, param_importances, pareto_front
 from analysis.tables import method_summary
 from analysis.validation import validation_hit_rate
@@ -26,12 +26,13 @@ class Analysis:
     Attributes:
         rows: the loaded trial rows.
         trained: trained metrics present in the rows.
-        correlations: ``rank_correlations`` of data-free statistics with trained metrics.
+        correlations: ``rank_correlations`` of data-free statistics with trained metrics,
+            within each density and pooled over densities (``within_and_pooled``).
         validation: ``validation_hit_rate`` per study and trained metric.
         methods: ``method_summary`` per metric (trained metrics, else the default objective).
         critical: ``critical_compression`` per pruner.
         layers: ``layer_density_table`` (pruner, density) × layer.
-        collapse_rates: fraction of seeds with a collapsed layer per pruner and density.
+        collapse_rates: fraction of rows with a collapsed layer per pruner and density.
         importances: ``param_importances`` with a ``study`` column.
         pareto: Pareto-front rows per multi-objective study.
         objectives: (metric, direction) pairs per study, from its spec.
@@ -149,7 +150,7 @@ def analyze(
     result = Analysis(
         rows=df,
         trained=trained,
-        correlations=(rank_correlations(df, n_resamples=n_resamples, seed=seed,
+        correlations=(within_and_pooled(df, n_resamples=n_resamples, seed=seed,
                                         max_bootstrap_rows=max_bootstrap_rows)
                       if trained else pd.DataFrame()),
         validation=validation_hit_rate(df, n_resamples=n_resamples, seed=seed) if trained

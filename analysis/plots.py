@@ -15,6 +15,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from analysis import columns as C
+from analysis.tables import SUMMARY_COLUMNS, aggregation_label
 
 DPI = 110
 
@@ -26,22 +27,42 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def method_curves_figure(summary: pd.DataFrame, metric: str) -> Figure:
-    """Metric (mean ± std over seeds) against compression, one line per pruner."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    """Metric (mean ± std over the rows of each pruner and density) against compression.
+
+    The y label says what the rows are (seeds, or configurations; ``tables.aggregation_label``).
+    """
+    fig = Figure(figsize=(7.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    extra = [c for c in summary.columns if c not in ("pruner", "density", "compression", "n",
-                                                     "mean", "std")]
+    extra = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
+    # Columns with one value go to the title; the legend names what differs between lines.
+    fixed = [c for c in extra if summary[c].nunique(dropna=False) == 1]
+    extra = [c for c in extra if c not in fixed]
+    context = ", ".join(_legend_part(c, summary[c].iloc[0]) for c in fixed)
     for key, g in summary.groupby([*extra, "pruner"], sort=True):
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        values = key if isinstance(key, tuple) else (key,)
+        label = " / ".join(_legend_part(c, v) for c, v in zip([*extra, "pruner"], values,
+                                                              strict=True))
         g = g.sort_values("compression")
         ax.errorbar(g["compression"], g["mean"], yerr=g["std"].fillna(0), marker="o",
                     capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("compression (1 / density, log scale)")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.set_title(f"{metric} vs compression")
-    ax.legend(fontsize="small")
+    means = summary["mean"].astype(float)
+    wide = (means > 0).all() and means.max() > 100 * means.min()
+    if wide:  # e.g. one diverging run's loss area next to converged ones
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{metric}{' (log scale)' if wide else ''}\n"
+                  f"(mean ± std over {aggregation_label(summary)})")
+    ax.set_title(f"{metric} vs compression" + (f"\n({context})" if context else ""),
+                 fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
+
+
+def _legend_part(column: str, value: object) -> str:
+    if column == C.TRAIN_LENGTH:
+        return f"{float(value):g} epochs"  # type: ignore[arg-type]
+    return str(value)
 
 
 def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
@@ -60,7 +81,7 @@ def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     annotate = len(tables) <= 4  # numbers on many panels make the figure slow and unreadable
-    for ax, (label, _), table in zip(axes.flat, groups, tables, strict=False):
+    for ax, (label, group), table in zip(axes.flat, groups, tables, strict=False):
         values = table.to_numpy(dtype=float)
         image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right",
@@ -72,7 +93,9 @@ def correlation_heatmap_figure(groups: Sequence[tuple[str, pd.DataFrame]],
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small")
         ax.set_xlabel("trained metric")
         ax.set_ylabel("data-free statistic / baseline")
-        ax.set_title(label, fontsize="small")
+        n_rows = float(pd.to_numeric(group["n"], errors="coerce").max()) if "n" in group else np.nan
+        ax.set_title(f"{label}\n({'?' if np.isnan(n_rows) else int(n_rows)} rows; "
+                     "blank: constant or missing)", fontsize="small")
     for ax in list(axes.flat)[len(tables):]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axes, label=f"{statistic} rank correlation", shrink=0.8)
@@ -96,21 +119,36 @@ def scatter_figure(df: pd.DataFrame, predictor: str, target: str) -> Figure:
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     colour = density[ok]
-    if colour.notna().all() and (colour > 0).all() and colour.nunique() > 1:
-        points = ax.scatter(x[ok], y[ok], c=colour, norm=LogNorm(), s=14, cmap="viridis")
+    # Validation top-k rows were chosen for a large objective: drawn apart, never mixed in.
+    phase = rows["phase"].astype(str) if "phase" in rows.columns else pd.Series("", index=rows.index)
+    marks = {C.VALIDATE_TOP: ("^", "validation top-k (chosen by the objective)"),
+             C.VALIDATE_RANDOM: ("s", "validation random-k"), C.PHASE_SEARCH: ("o", "search")}
+    coloured = colour.notna().all() and (colour > 0).all() and colour.nunique() > 1
+    points = None
+    for value in sorted(set(phase[ok])):
+        sel = ok & (phase == value)
+        marker, label = marks.get(value, ("o", value or "trials"))
+        kwargs = ({"c": density[sel], "norm": LogNorm(vmin=colour.min(), vmax=colour.max()),
+                   "cmap": "viridis"} if coloured else {})
+        points = ax.scatter(x[sel], y[sel], s=18, marker=marker, label=label, **kwargs)
+    if coloured and points is not None:
         fig.colorbar(points, ax=ax, label="density (log scale)")
-    else:
-        ax.scatter(x[ok], y[ok], s=14)
+    if len(set(phase[ok])) > 1:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2)
     ax.set_xlabel(predictor)
     ax.set_ylabel(target)
-    ax.set_title(f"{target} vs {predictor} ({int(ok.sum())} trials)")
+    infinite = int((x.notna() & ~np.isfinite(x.astype(float)) & y.notna()).sum())
+    hidden = f"; {infinite} with an infinite {predictor} not shown" if infinite else ""
+    ax.set_title(f"{target} vs {predictor}\n({int(ok.sum())} trials{hidden})", fontsize="medium")
     return fig
 
 
 def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure:
-    """Fraction of seeds with a fully pruned layer against compression, per pruner."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    """Fraction of rows with a fully pruned layer against compression, per pruner."""
+    fig = Figure(figsize=(7.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    if C.EXPERIMENT in critical.columns and (critical[C.EXPERIMENT] == C.PHASE_SEARCH).any():
+        critical = critical[critical[C.EXPERIMENT] == C.PHASE_SEARCH]  # the rows rates counts
     for pruner, g in rates.groupby("pruner", sort=True):
         g = g.sort_values("compression")
         line = ax.plot(g["compression"], g["rate"], marker="o", label=str(pruner))[0]
@@ -120,9 +158,14 @@ def collapse_rates_figure(rates: pd.DataFrame, critical: pd.DataFrame) -> Figure
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("compression (1 / density, log scale)")
-    ax.set_ylabel("fraction of seeds with a collapsed layer")
-    ax.set_title("layer collapse (dotted: critical compression)")
-    ax.legend(fontsize="small")
+    kinds = sorted(set(rates["over"]) - {"one row"}) if "over" in rates.columns else []
+    over = kinds[0] if len(kinds) == 1 else "rows"
+    what = "seeds" if over == "seeds" else f"rows ({over})" if over != "rows" else "rows"
+    ax.set_ylabel(f"fraction of {what}\nwith a collapsed layer")
+    ax.set_title("layer collapse (dotted: critical compression, the largest tested\n"
+                 "compression below the first collapse; none where collapse starts at once)",
+                 fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
 
@@ -131,7 +174,7 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     """Per-layer density of each (pruner, density) row; fully pruned layers in red.
 
     Args:
-        layers: ``layer_density_table(df)`` (mean over seeds).
+        layers: ``layer_density_table(df)`` (mean over each cell's rows).
         minimum: ``layer_density_table(df, "min")``; cells where some seed lost the whole
             layer get a red ×.
     """
@@ -139,8 +182,9 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     masked = np.ma.masked_less_equal(values, 0.0)
     positive = values[values > 0]
     low = float(positive.min()) if positive.size else 1e-3
-    fig = Figure(figsize=(2.5 + 0.45 * values.shape[1], 1.5 + 0.3 * values.shape[0]),
-                 layout="constrained")
+    # Floors keep the labels, title and colorbar label inside a one-row or few-layer figure.
+    fig = Figure(figsize=(max(7.0, 3.5 + 0.45 * values.shape[1]),
+                          max(4.0, 2.6 + 0.3 * values.shape[0])), layout="constrained")
     ax = fig.add_subplot()
     cmap = _cmap_with_bad("viridis", "red")
     image = ax.imshow(masked, cmap=cmap, norm=LogNorm(vmin=min(low, 0.999), vmax=1.0),
@@ -148,16 +192,16 @@ def layer_density_heatmap_figure(layers: pd.DataFrame,
     if minimum is not None:
         lost = minimum.reindex(index=layers.index, columns=layers.columns).to_numpy(dtype=float)
         rows, cols = np.nonzero(lost == 0.0)
-        ax.scatter(cols, rows, marker="x", color="red", s=40, label="some seed: layer fully pruned")
-        if len(rows):
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), fontsize="x-small")
+        ax.scatter(cols, rows, marker="x", color="red", s=40)
     labels = [" ".join(str(k) for k in key[:-1]) + f"  {1 / key[-1]:.4g}×" for key in layers.index]
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.set_xticks(range(values.shape[1]), layers.columns, rotation=60, ha="right",
                   fontsize="small")
     ax.set_xlabel("layer (network order)")
     ax.set_ylabel("pruner, compression")
-    ax.set_title("per-layer density (red: layer fully pruned)")
+    ax.set_title("per-layer density (mean over the trials of each row)\n"
+                 "red cell: layer empty in every trial; red ×: empty in some trial",
+                 fontsize="small")
     fig.colorbar(image, ax=ax, label="layer density (log scale)")
     return fig
 

@@ -137,7 +137,11 @@ def _correlations(w: _Writer, a: Analysis) -> None:
           "Spearman ρ and Kendall τ-b between each data-free statistic (and the baselines "
           "`num_params`, `macs`, `random_score`) and each trained metric, per group, with 95% "
           "intervals. A useful predictor correlates positively with accuracy and negatively "
-          "with loss area and epochs to threshold, and beats the baselines. "
+          "with loss area and epochs to threshold, and beats the baselines. Groups are within "
+          "one density (density alone drives both sides, so the pooled group mostly measures "
+          "density); search and validation rows are separate experiments, and validation "
+          "top-k rows are left out (chosen because they maximise the objective, they would "
+          "bias any correlation with it; they are judged against random-k below). "
           f"Full table: [{w.csv(a.correlations, 'correlations.csv')}]"
           f"(tables/correlations.csv).", "")
     groups = correlation_groups(a.correlations)
@@ -150,9 +154,11 @@ def _correlations(w: _Writer, a: Analysis) -> None:
         notes = sorted({str(x) for x in g["note"] if x})
         if notes:
             w.add("Notes: " + "; ".join(notes) + ".", "")
-    w.figure("correlations.png",
-             lambda p: plots.correlation_heatmap(groups[:MAX_GROUPS_PLOTTED], p),
-             "Spearman rank correlation per group")
+    finite = [(label, g) for label, g in groups if g["spearman"].notna().any()]
+    if finite:  # groups without a single finite correlation would be blank panels
+        w.figure("correlations.png",
+                 lambda p: plots.correlation_heatmap(finite[:MAX_GROUPS_PLOTTED], p),
+                 "Spearman rank correlation per group")
     if len(groups) > MAX_GROUPS_SHOWN:
         w.add(f"{len(groups) - MAX_GROUPS_SHOWN} more groups are in the CSV.", "")
     predictor = DEFAULT_OBJECTIVE if DEFAULT_OBJECTIVE in a.rows else None
@@ -178,7 +184,11 @@ def _methods(w: _Writer, a: Analysis) -> None:
     if not shown:
         return
     w.add("## Method tables", "",
-          "Mean ± std over seeds per pruner and density (compression = 1/density)."
+          "Mean ± std over the rows of each pruner and density (compression = 1/density); "
+          "each cell says what the rows are: `seeds` (one configuration, different seeds) or "
+          "`configurations` (a search varies more than pruner and density; those are not "
+          "seeds). Search and validation rows, and different training lengths, are separate "
+          "tables (`experiment`, `train_epochs`)."
           + ("" if a.trained else f" No trained metrics: showing `{DEFAULT_OBJECTIVE}`."), "")
     for i, (metric, summary) in enumerate(shown.items()):
         w.csv(summary, f"method_{metric}.csv")
@@ -193,9 +203,12 @@ def _collapse(w: _Writer, a: Analysis) -> None:
     if a.critical.empty:
         return
     w.add("## Layer collapse", "",
-          "Critical compression: the largest tested compression (1/density) at which no seed "
-          "had a fully pruned layer (`layer_collapse == 0`). `censored`: no collapse at any "
-          "tested density, so the true value lies above the tested range.", "",
+          "`first_collapse_compression`: the smallest tested compression (1/density) at which "
+          "some row had a fully pruned layer (`layer_collapse == 1`); `collapsed_rows` of `n` "
+          "rows collapsed in all. `critical_compression`: the largest tested compression below "
+          "it, where no row collapsed; the true critical compression lies between the two. "
+          "`censored`: no collapse at any tested density, so it lies above the tested range. "
+          "`over`: whether a pruner's rows at one density are seeds or configurations.", "",
           markdown_table(a.critical), "")
     w.csv(a.critical, "critical_compression.csv")
     if not a.collapse_rates.empty:
@@ -203,7 +216,8 @@ def _collapse(w: _Writer, a: Analysis) -> None:
                  "collapse rate vs compression")
     if not a.layers.empty:
         w.csv(a.layers, "layer_density.csv", index=True)
-        w.add("Per-layer density (mean over seeds): [tables/layer_density.csv](tables/layer_density.csv).", "")
+        w.add("Per-layer density (mean over the rows of each pruner and compression): "
+              "[tables/layer_density.csv](tables/layer_density.csv).", "")
         w.figure("layer_density.png",
                  lambda p: plots.layer_density_heatmap(a.layers, p,
                                                        layer_density_table(a.rows, "min")),

@@ -1,8 +1,11 @@
-"""Method tables: a metric against density per pruner, mean ± std over seeds.
+"""Method tables: a metric against density per pruner, mean ± std over the group's rows.
 
 The layout of SynFlow's accuracy-vs-compression tables (Tanaka et al. 2020) and of the
 comparisons in Gebhart, Saxena & Schrater (2021): one row per pruner, one column per density
-(compression = 1/density), each cell the mean ± standard deviation over seeds.
+(compression = 1/density), each cell the mean ± standard deviation over the rows of that
+pruner and density. Every cell says what those rows are: seeds of one configuration, or
+different configurations (a search varies more than the pruner and density) — configurations
+are never called seeds.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import pandas as pd
 
 from analysis import columns as C
 
-SUMMARY_COLUMNS = ("pruner", "density", "compression", "n", "mean", "std")
+SUMMARY_COLUMNS = (
+    "pruner", "density", "compression", "n", "mean", "std", "configs", "seeds", "over",
+)
 NO_PRUNER = "(unnamed)"
 
 
 def method_summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Mean, standard deviation (ddof=1, NaN for one seed) and count of ``metric``.
+    """Mean, standard deviation (ddof=1, NaN for one row) and count of ``metric``.
 
     Rows are finished trials with a finite ``metric``, grouped by model and dataset (when those
-    columns are present), pruner (``param_pruner``) and density (``param_density``, else the
-    achieved ``density``).
+    columns are present), experiment (search or validation) and training length, pruner
+    (``param_pruner``) and density (``param_density``, else the achieved ``density``).
+    ``configs``, ``seeds`` and ``over`` say what a group's rows are (``columns.aggregate_kind``):
+    ``"seeds"`` only when they share every ``param_*`` value and differ in seed.
 
     Args:
         df: trial rows (``analysis.load``).
@@ -31,18 +38,27 @@ def method_summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFr
         Long table: model/dataset columns present, then ``SUMMARY_COLUMNS``; empty when the
         metric or the density is missing.
     """
-    groups = C.present(df, C.GROUP_CANDIDATES)
+    rows = C.with_experiment(C.complete(df))
+    groups = C.present(rows, C.GROUP_CANDIDATES) + C.experiment_columns(rows)
     if metric not in df.columns or C.density_column(df) is None:
         return pd.DataFrame(columns=[*groups, *SUMMARY_COLUMNS])
-    rows = C.complete(df)
     value = pd.to_numeric(rows[metric], errors="coerce").astype(float)
     pruner = (C.hashable(rows[C.PRUNER]).fillna(NO_PRUNER) if C.PRUNER in rows.columns
               else pd.Series(NO_PRUNER, index=rows.index))
-    frame = pd.DataFrame({**{g: C.hashable(rows[g]) for g in groups}, "pruner": pruner,
+    keyed = {g: C.hashable(rows[g]) for g in groups}
+    if C.TRAIN_LENGTH in keyed:  # untrained rows: 0 epochs (a NaN key would drop them)
+        keyed[C.TRAIN_LENGTH] = pd.to_numeric(keyed[C.TRAIN_LENGTH], errors="coerce").fillna(0)
+    frame = pd.DataFrame({**keyed, "pruner": pruner,
                           "density": C.density_values(rows), "value": value})
     frame = frame[np.isfinite(frame["value"]) & frame["density"].notna()]
-    stats = frame.groupby([*groups, "pruner", "density"], dropna=False, sort=True)["value"]
-    out = stats.agg(n="count", mean="mean", std="std").reset_index()
+    keys = [*groups, "pruner", "density"]
+    out = frame.groupby(keys, dropna=False, sort=True)["value"].agg(
+        n="count", mean="mean", std="std").reset_index()
+    kinds = [C.aggregate_kind(rows.loc[g.index]) for _, g in
+             frame.groupby(keys, dropna=False, sort=True)]
+    out["configs"] = [k[0] for k in kinds]
+    out["seeds"] = [k[1] for k in kinds]
+    out["over"] = [k[2] for k in kinds]
     out["compression"] = 1.0 / out["density"]
     return out[[*groups, *SUMMARY_COLUMNS]].sort_values(
         [*groups, "pruner", "density"], ascending=[True] * (len(groups) + 1) + [False],
@@ -62,9 +78,10 @@ def method_table(summary: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame()
     index = [c for c in summary.columns if c not in SUMMARY_COLUMNS] + ["pruner"]
+    over = summary["over"] if "over" in summary.columns else pd.Series("rows", index=summary.index)
     cells = summary.assign(
-        cell=[_cell(m, s, n, precision) for m, s, n in
-              zip(summary["mean"], summary["std"], summary["n"], strict=True)])
+        cell=[_cell(m, s, n, o, precision) for m, s, n, o in
+              zip(summary["mean"], summary["std"], summary["n"], over, strict=True)])
     table = cells.pivot_table(index=index, columns="density", values="cell", aggfunc="first")
     ordered = sorted(table.columns, reverse=True)
     table = table[ordered].fillna("")
@@ -72,6 +89,16 @@ def method_table(summary: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
     return table
 
 
-def _cell(mean: float, std: float, n: int, precision: int) -> str:
+def _cell(mean: float, std: float, n: int, over: str, precision: int) -> str:
     spread = "" if np.isnan(std) else f" ± {std:.{precision}g}"
-    return f"{mean:.{precision}g}{spread} (n={n})"
+    what = "" if over in ("one row", "repeats") else f" {over}"
+    return f"{mean:.{precision}g}{spread} (n={n}{what})"
+
+
+def aggregation_label(summary: pd.DataFrame) -> str:
+    """What the rows behind a summary are, for a plot or table label ("seeds", ...)."""
+    kinds = sorted(set(summary["over"])) if "over" in summary.columns and len(summary) else []
+    kinds = [k for k in kinds if k != "one row"]
+    if not kinds:
+        return "rows"
+    return kinds[0] if len(kinds) == 1 else "rows (seeds or configurations; see table)"

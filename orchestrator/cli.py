@@ -212,24 +212,6 @@ def _execute(
     trial_fn: Callable[..., Any] | None = None,
 ) -> int:
     """Run or resume holding the study lock (a second driver gets exit 2 naming the holder)."""
-    from orchestrator.studydir import study_lock
-
-    with study_lock(out):
-        return _execute_locked(
-            spec, out, address, storage, view_mode, resume=resume, trial_fn=trial_fn
-        )
-
-
-def _execute_locked(
-    spec: Any,
-    out: Path,
-    address: str | None,
-    storage: str | None,
-    view_mode: str,
-    *,
-    resume: bool,
-    trial_fn: Callable[..., Any] | None = None,
-) -> int:
     from orchestrator.cluster import ray_session
     from orchestrator.driver import run_study
     from orchestrator.progress import make_view
@@ -240,63 +222,66 @@ def _execute_locked(
         create_study_dir,
         read_run,
         record_run,
+        study_lock,
     )
 
-    if not resume:
-        check_new_out(out)  # again, under the lock: two runs into one --out cannot both pass
-        create_study_dir(out, spec, storage)
-    else:
-        close_stale_runs(out)
-    entry: dict[str, Any] = {
-        "id": len(read_run(out).get("runs", [])),
-        "command": command_line(),
-        "resume": resume,
-        "address": address,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "status": "running",
-    }
-    record_run(out, entry)
-    view = make_view(view_mode)
-    options: dict[str, Any] = {} if trial_fn is None else {"trial_fn": trial_fn}
-    previous = None
-    try:
-        with ray_session(address):
-            previous = _install_interrupt_handler(out)  # after ray.init, which may set its own
-            summary = run_study(spec, out, resume=resume, storage=storage, view=view, **options)
-    except KeyboardInterrupt:
-        record_run(out, {**entry, "status": "interrupted"})
-        print(
-            f"pathsweep: interrupted; continue with `pathsweep study resume {out}`", file=sys.stderr
+    with study_lock(out):
+        if not resume:
+            check_new_out(out)  # again, under the lock: two runs into one --out cannot both pass
+            create_study_dir(out, spec, storage)
+        else:
+            close_stale_runs(out)
+        entry: dict[str, Any] = {
+            "id": len(read_run(out).get("runs", [])),
+            "command": command_line(),
+            "resume": resume,
+            "address": address,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+        }
+        record_run(out, entry)
+        view = make_view(view_mode)
+        options: dict[str, Any] = {} if trial_fn is None else {"trial_fn": trial_fn}
+        previous = None
+        try:
+            with ray_session(address):
+                previous = _install_interrupt_handler(out)  # after ray.init, which may set its own
+                summary = run_study(spec, out, resume=resume, storage=storage, view=view, **options)
+        except KeyboardInterrupt:
+            record_run(out, {**entry, "status": "interrupted"})
+            print(
+                f"pathsweep: interrupted; continue with `pathsweep study resume {out}`",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        except BaseException:
+            record_run(out, {**entry, "status": "failed"})
+            raise
+        finally:
+            _restore_interrupt_handler(previous)
+        failed = summary.complete == 0 and spec.trials > 0
+        record_run(
+            out,
+            {
+                **entry,
+                "status": "failed" if failed else "finished",
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "workers": summary.workers,
+                "complete": summary.complete,
+                "failed": summary.failed,
+                "attempts": summary.attempts,
+                "wall_s": summary.wall_s,
+            },
         )
-        return EXIT_INTERRUPTED
-    except BaseException:
-        record_run(out, {**entry, "status": "failed"})
-        raise
-    finally:
-        _restore_interrupt_handler(previous)
-    failed = summary.complete == 0 and spec.trials > 0
-    record_run(
-        out,
-        {
-            **entry,
-            "status": "failed" if failed else "finished",
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "workers": summary.workers,
-            "complete": summary.complete,
-            "failed": summary.failed,
-            "attempts": summary.attempts,
-            "wall_s": summary.wall_s,
-        },
-    )
-    _say(
-        f"study {spec.study}: {summary.complete} COMPLETE, {summary.failed} FAIL, "
-        f"{summary.retried} retried attempts, {summary.validated} validation runs, "
-        f"{summary.workers} workers, {summary.wall_s:.1f} s -> {out}"
-    )
-    if failed:
-        print(f"pathsweep: error: {_no_trial_completed(summary)}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        _say(
+            f"study {spec.study}: {summary.complete} COMPLETE, {summary.failed} FAIL, "
+            f"{summary.retried} retried attempts, {summary.validated} validation runs, "
+            f"{summary.workers} workers, {summary.wall_s:.1f} s -> {out}"
+        )
+        if failed:
+            print(f"pathsweep: error: {_no_trial_completed(summary)}", file=sys.stderr)
+            return EXIT_FAILED
+        return 0
 
 
 def _no_trial_completed(summary: Any) -> str:

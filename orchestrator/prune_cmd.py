@@ -293,20 +293,20 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def check_names(args: argparse.Namespace) -> None:
-    """The names of the arguments are registered in ``pruners`` (checked before data loads).
+    """The name arguments are registered in ``pruners`` (checked without importing torch).
 
     Raises:
         ValueError: an unknown name, naming the argument and the valid ones.
     """
-    import pruners
+    from orchestrator import names
 
     registries: dict[str, tuple[str | None, Collection[str]]] = {
-        "--model": (args.model, list(pruners.MODELS)),
-        "--data": (args.data, list(pruners.DATASETS)),
-        "--pruner": (args.pruner, list(pruners.SCORERS)),
-        "--schedule": (args.schedule, list(pruners.SCHEDULES)),
-        "--scope": (args.scope, list(pruners.SCOPES)),
-        "--input": (args.input, list(pruners.INPUTS)),
+        "--model": (args.model, names.MODELS),
+        "--data": (args.data, names.DATASETS),
+        "--pruner": (args.pruner, names.SCORERS),
+        "--schedule": (args.schedule, names.SCHEDULES),
+        "--scope": (args.scope, names.SCOPES),
+        "--input": (args.input, names.INPUTS),
     }
     for flag, (name, valid) in registries.items():
         if name is not None and name not in valid:
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)  # before torch is imported: a bad argument is rejected at once
-        check_names(args)
+        check_names(args)  # likewise
         result = run(args)
     except (ValueError, RuntimeError, FloatingPointError) as err:
         print(f"pathsweep prune: error: {err}".splitlines()[0], file=sys.stderr)

@@ -35,6 +35,7 @@ __all__ = [
     "PHASE_RANDOM",
     "PHASE_SEARCH",
     "PHASE_TOP",
+    "SPECTRUM_TYPES",
     "STAT_TYPES",
     "TIMESTAMP",
     "TIMESTAMP_COLUMNS",
@@ -51,6 +52,8 @@ __all__ = [
 CORE_COLUMNS: dict[str, pa.DataType] = S.types(group="core")
 #: Types of the statistic columns (integers where pruners returns counts).
 STAT_TYPES: dict[str, pa.DataType] = S.types(group="stat")
+#: Types of the Path Kernel spectrum columns (rows of studies that measure it).
+SPECTRUM_TYPES: dict[str, pa.DataType] = S.types(group="spectrum")
 #: Per-layer maps, stored as JSON text ({"layer.weight": value}).
 LAYER_COLUMNS: dict[str, pa.DataType] = S.types(group="layer")
 #: Training metrics and curves (trained rows only).
@@ -70,6 +73,8 @@ def trial_id(number: int, attempt: int, phase: str = PHASE_SEARCH) -> str:
 def declared_schema(spec: StudySpec) -> pa.Schema:
     """The columns a study's rows may have, so every Parquet file shares one schema."""
     groups = ["core", "param", "stat", "layer", "timing"]
+    if spec.spectrum is not None:
+        groups.append("spectrum")
     if spec.train.epochs > 0 or spec.validate.top_k + spec.validate.random_k > 0:
         groups += ["train", "curve"]
     if spec.save_masks:

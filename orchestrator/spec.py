@@ -21,10 +21,13 @@ from orchestrator import space
 from orchestrator.errors import SpecError, brief
 from orchestrator.samplers import check_sampler
 
-#: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init) and
-#: scalar metrics of ``pruners.train`` a study may optimize (only when every trial trains:
-#: ``train.epochs > 0``); both owned by :mod:`analysis.schema`.
+#: Scalar statistics of ``pruners.path_kernel_stats(...).metrics()`` (data-free, at init), the
+#: Path Kernel spectrum columns (``pruners.SPECTRUM_METRICS``: computed when the spec has a
+#: ``spectrum`` section or an objective names one of them) and the scalar metrics of
+#: ``pruners.train`` a study may optimize (only when every trial trains: ``train.epochs > 0``);
+#: all owned by :mod:`analysis.schema`.
 STAT_METRICS: tuple[str, ...] = schema.STAT_METRICS
+SPECTRUM_METRICS: tuple[str, ...] = schema.SPECTRUM_METRICS
 TRAIN_METRICS: tuple[str, ...] = schema.TRAIN_METRICS
 DIRECTIONS = ("maximize", "minimize")
 DEVICES = ("auto", "cpu", "cuda")
@@ -77,6 +80,14 @@ class PruneSpec:
     include_bias: bool = False
     include_norm: bool = False
     sample_per_class: int = 10
+
+
+@dataclass(frozen=True)
+class SpectrumSpec:
+    """``pruners.SpectrumOptions`` of the Path Kernel spectrum each trial measures."""
+
+    k: int = 10
+    probes: int = 10
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,9 @@ class StudySpec:
             ask/tell time (0: the sampler sees every result before the next ask).
         save_masks: keep each trial's masks under ``OUT/masks/`` (safetensors, one file per
             distinct configuration) and name the file in the row's ``masks_path`` column.
+        spectrum: ``{k, probes}``: also measure the top-k eigenvalues of the Path Kernel and
+            the effective rank (``SPECTRUM_METRICS``); implied (k=10, probes=10) when an
+            objective names a spectrum metric; None: not measured.
     """
 
     study: str
@@ -200,6 +214,7 @@ class StudySpec:
     device: str = "auto"
     prefetch: int = 1
     save_masks: bool = False
+    spectrum: SpectrumSpec | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -435,7 +450,8 @@ def _parse_objectives(raw: object, train_epochs: int) -> tuple[Objective, ...]:
         return (Objective("log_path_kernel_trace"),)
     if not isinstance(raw, list) or not raw:
         raise SpecError(f"objectives must be a non-empty list, but got {raw!r}")
-    valid = list(STAT_METRICS) + (list(TRAIN_METRICS) if train_epochs > 0 else [])
+    valid = list(STAT_METRICS) + list(SPECTRUM_METRICS)
+    valid += list(TRAIN_METRICS) if train_epochs > 0 else []
     objectives = []
     for i, item in enumerate(raw):
         path = f"objectives[{i}]"
@@ -504,6 +520,24 @@ def _parse_prune(raw: object) -> PruneSpec:
                 _int(raw[name], path, 1, MAX_SAMPLE_PER_CLASS) if is_int else _bool(raw[name], path)
             )
     return PruneSpec(**values)
+
+
+def _parse_spectrum(raw: object, objectives: tuple[Objective, ...]) -> SpectrumSpec | None:
+    named = [o.metric for o in objectives if o.metric in SPECTRUM_METRICS]
+    if raw is None:
+        return SpectrumSpec() if named else None
+    raw = _mapping(raw, "spectrum")
+    _keys(raw, "spectrum", ("k", "probes"))
+    spectrum = SpectrumSpec(
+        k=_int(raw.get("k", 10), "spectrum.k", 1),
+        probes=_int(raw.get("probes", 10), "spectrum.probes", 0),
+    )
+    if spectrum.probes == 1:
+        raise SpecError("spectrum.probes must be 0 or >= 2 (a standard error needs two), but got 1")
+    needs_probes = [m for m in named if m in ("effective_rank", "effective_rank_se")]
+    if needs_probes and spectrum.probes == 0:
+        raise SpecError(f"objectives {needs_probes} need spectrum.probes >= 2, but got 0")
+    return spectrum
 
 
 def parse_workers(raw: object, path: str = "workers") -> int | None:
@@ -578,6 +612,7 @@ def parse_spec(raw: Mapping[str, Any]) -> StudySpec:
         device=_str(raw.get("device", "auto"), "device", DEVICES),
         prefetch=_int(raw.get("prefetch", 1), "prefetch", 0, MAX_PREFETCH),
         save_masks=_bool(raw.get("save_masks", False), "save_masks"),
+        spectrum=_parse_spectrum(raw.get("spectrum"), objectives),
     )
     check_grid(spec)
     return spec
@@ -779,6 +814,11 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "device": spec.device,
         "prefetch": spec.prefetch,
         "save_masks": spec.save_masks,
+        **(
+            {"spectrum": {"k": spec.spectrum.k, "probes": spec.spectrum.probes}}
+            if spec.spectrum is not None
+            else {}
+        ),
     }
 
 

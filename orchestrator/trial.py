@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec import STAT_METRICS, DataSpec, ModelSpec, PruneSpec, StudySpec
+from orchestrator.spec import (
+    STAT_METRICS,
+    DataSpec,
+    ModelSpec,
+    PruneSpec,
+    SpectrumSpec,
+    StudySpec,
+)
 
 #: Values of the pruning knobs a spec leaves out (``pruners.prune``'s defaults).
 DEFAULTS: dict[str, Any] = {
@@ -50,6 +57,7 @@ class TrialConfig:
         keep_masks: return the masks in :attr:`TrialResult.masks` (spec ``save_masks: true``).
         masks_file: load the masks from this file (written by ``pruners.save_masks``) instead
             of pruning; used to retrain or export a study's trial.
+        spectrum: measure the Path Kernel's spectrum too (None: not).
     """
 
     study: str
@@ -66,6 +74,7 @@ class TrialConfig:
     device: str = "auto"
     keep_masks: bool = False
     masks_file: str | None = None
+    spectrum: SpectrumSpec | None = None
 
     def masks_key(self) -> str:
         """Content hash of everything that determines this trial's masks (16 hex digits).
@@ -166,6 +175,7 @@ def make_config(
         device=spec.device,
         keep_masks=spec.save_masks,
         masks_file=masks_file,
+        spectrum=spec.spectrum,
     )
 
 
@@ -229,7 +239,12 @@ def run_trial(config: TrialConfig) -> TrialResult:
     else:
         masks = _load_masks(config.masks_file, model)
     timings["time_prune_s"] = _lap(start, timings)
-    stats = pruners.path_kernel_stats(model, input_shape=dataset.input_shape, masks=masks)
+    spectrum = None
+    if config.spectrum is not None:
+        spectrum = pruners.SpectrumOptions(k=config.spectrum.k, probes=config.spectrum.probes)
+    stats = pruners.path_kernel_stats(
+        model, input_shape=dataset.input_shape, masks=masks, spectrum=spectrum
+    )
     metrics: dict[str, Any] = dict(stats.metrics())
     metrics["layer_density"] = json.dumps(dict(stats.layer_density))
     metrics["layer_trace_share"] = json.dumps(dict(stats.layer_trace_share))

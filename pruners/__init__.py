@@ -2,7 +2,8 @@
 
 Implements Gebhart, Saxena, Schrater (2021), *A Unified Paths Perspective for Pruning at
 Initialization*: the Path Kernel's trace and statistics, and the SynFlow family of pruners
-(SynFlow, SynFlow-L2, SynFlow-Dist) beside SNIP, GraSP, magnitude and random baselines.
+(SynFlow, SynFlow-L2, SynFlow-Dist) beside SNIP, GraSP, magnitude and random baselines,
+and the top of the Path Kernel's spectrum.
 Imports neither ray nor optuna.
 """
 
@@ -24,6 +25,12 @@ from pruners.models import MODELS, build_model
 from pruners.pruning import SCHEDULES, SCOPES, prune, schedule_densities, score
 from pruners.sanity import reinitialize, shuffle_masks
 from pruners.scores import INPUTS, SCORERS, SynFlowParams
+from pruners.spectrum import (
+    SPECTRUM_METRICS,
+    PathKernelSpectrum,
+    SpectrumOptions,
+    path_kernel_spectrum,
+)
 from pruners.stats import PathKernelStats, log_path_kernel_trace, path_kernel_stats
 from pruners.training import TrainConfig, TrainResult, train
 
@@ -36,10 +43,13 @@ __all__ = [
     "SCHEDULES",
     "SCOPES",
     "SCORERS",
+    "SPECTRUM_METRICS",
     "Dataset",
     "Masks",
+    "PathKernelSpectrum",
     "PathKernelStats",
     "PruneSample",
+    "SpectrumOptions",
     "SynFlowParams",
     "TrainConfig",
     "TrainResult",
@@ -55,6 +65,7 @@ __all__ = [
     "load_masks",
     "log_path_kernel_trace",
     "masked_copy",
+    "path_kernel_spectrum",
     "path_kernel_stats",
     "prunable_parameters",
     "prune",

@@ -516,5 +516,8 @@ SCORERS: dict[str, Scorer] = {
     "synflow-l2": Scorer(synflow_scores, synflow=SynFlowParams(2.0, 1.0, "ones")),
     "synflow-dist": Scorer(synflow_scores, synflow=SynFlowParams(1.0, 1.0, "data-mean")),
     "synflow-l2-dist": Scorer(synflow_scores, synflow=SynFlowParams(2.0, 1.0, "data-mean")),
+    # The authors' public code's SynFlow-L2: the network evaluated at w = |θ| and scored
+    # θ² · ∂R/∂w, i.e. the family member p = 1, a = 2 (the paper's formula is p = 2, a = 1).
+    "synflow-l2-code": Scorer(synflow_scores, synflow=SynFlowParams(1.0, 2.0, "ones")),
     "pk-preserve": Scorer(pk_preserve_scores),
 }

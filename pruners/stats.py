@@ -14,7 +14,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -23,6 +23,9 @@ from torch import nn
 from pruners.masks import check_masks, density
 from pruners.paths import PathNetwork, path_network
 from pruners.scores import trace_factor, trace_values
+
+if TYPE_CHECKING:
+    from pruners.spectrum import PathKernelSpectrum, SpectrumOptions
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class PathKernelStats:
         layer_collapse: some Linear/Conv layer has no surviving weight, or no path survives.
         layer_density: fraction kept per Linear/Conv weight.
         layer_trace_share: each path parameter's share of ``Tr(Π_θ)``.
+        spectrum: the top of the Path Kernel's spectrum when asked for (see
+            :func:`pruners.spectrum.path_kernel_spectrum`), else None.
     """
 
     log_trace: float
@@ -55,9 +60,18 @@ class PathKernelStats:
     layer_collapse: bool
     layer_density: dict[str, float] = field(default_factory=dict)
     layer_trace_share: dict[str, float] = field(default_factory=dict)
+    spectrum: PathKernelSpectrum | None = None
 
     def metrics(self) -> dict[str, float | int]:
-        """Flat scalar columns (names used by studies and Parquet)."""
+        """Flat scalar columns (names used by studies and Parquet).
+
+        The spectrum's columns (``pruners.spectrum.SPECTRUM_METRICS``) are present only when
+        the spectrum was asked for.
+        """
+        extra = self.spectrum.metrics() if self.spectrum is not None else {}
+        return self._metrics() | extra
+
+    def _metrics(self) -> dict[str, float | int]:
         kept = self.num_params
         return {
             "log_path_kernel_trace": self.log_trace,
@@ -216,6 +230,7 @@ def path_kernel_stats(
     masks: Mapping[str, torch.Tensor] | None = None,
     *,
     dtype: torch.dtype | None = None,
+    spectrum: SpectrumOptions | None = None,
 ) -> PathKernelStats:
     """Path Kernel statistics of ``model`` with ``masks`` applied (the model is not changed).
 
@@ -240,8 +255,17 @@ def path_kernel_stats(
         input_shape: shape of one input, without the batch dimension.
         masks: parameter name -> bool mask (True = kept); missing names are dense.
         dtype: dtype of the computation (default: the model's).
+        spectrum: also compute the top of the Path Kernel's spectrum with these options
+            (log λ_max, the top-k share of the trace, the effective rank with its standard
+            error; Lanczos, about ``k``–``3k`` more Hessian-vector products). Off by default,
+            so the statistics stay one forward+backward pass.
     """
     net, masks, inputs = _prepare(model, input_shape, masks, dtype)
+    spectrum_result = None
+    if spectrum is not None:
+        from pruners.spectrum import GramOperator, _spectrum
+
+        spectrum_result = _spectrum(GramOperator(net, masks, inputs), spectrum)
     trace = _trace_pass(net, masks, inputs)
     # One set of path values at a time: peak memory stays that of the trace pass.
     log_l1 = _log_forward(net, _LazyValues(net, masks, inputs.dtype, _l1_value), inputs)
@@ -269,6 +293,7 @@ def path_kernel_stats(
         layer_trace_share={
             n: float(t / total) if total > 0 else 0.0 for n, t in trace.terms.items()
         },
+        spectrum=spectrum_result,
     )
 
 

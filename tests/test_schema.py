@@ -53,6 +53,7 @@ def test_orchestrator_writes_through_the_schema() -> None:
 
     assert S.names(group="stat") == SP.STAT_METRICS
     assert S.names(group="train", objective=True) == SP.TRAIN_METRICS
+    assert S.names(group="spectrum") == SP.SPECTRUM_METRICS
     assert "train_duration_s" not in SP.TRAIN_METRICS  # written, but not an objective
     assert S.types(group="core") == R.CORE_COLUMNS
     assert set(R.TRAIN_TYPES) == set(S.names(group="train") + S.names(group="curve"))
@@ -62,6 +63,9 @@ def test_orchestrator_writes_through_the_schema() -> None:
         for field in declared:
             assert S.BY_NAME[field.name].type == field.type, field.name
     assert set(S.names()) - set(trained.names) == set(S.names(group="spectrum"))
+    spectrum = R.declared_schema(small_spec(spectrum={"k": 2, "probes": 2}))
+    assert set(spectrum.names) - set(untrained.names) == set(S.names(group="spectrum"))
+    assert set(R.SPECTRUM_TYPES) == set(S.names(group="spectrum"))
     assert not set(untrained.names) & set(S.names(group="train") + S.names(group="masks"))
 
 
@@ -75,6 +79,8 @@ def test_analysis_reads_through_the_schema() -> None:
     assert (AC.VALIDATE_TOP, AC.VALIDATE_RANDOM, AC.STATE_COMPLETE) == (
         S.PHASE_TOP, S.PHASE_RANDOM, S.STATE_COMPLETE)
     assert AC.PRUNER in S.BY_NAME and set(AC.GROUP_CANDIDATES) <= set(S.BY_NAME)
+    assert {AC.TRAIN_LENGTH, AC.SEED} <= set(S.BY_NAME) and AC.PHASE_SEARCH == S.PHASE_SEARCH
+    assert {"log_lambda_max", "topk_trace_share", "effective_rank"} <= set(AC.DATA_FREE)
 
 
 def test_pruners_metrics_keys_are_exactly_the_schema_columns() -> None:
@@ -94,6 +100,12 @@ def test_pruners_metrics_keys_are_exactly_the_schema_columns() -> None:
     stats = pruners.path_kernel_stats(model, input_shape=ds.input_shape)
     assert list(stats.metrics()) == list(S.names(group="stat"))
     assert list(stats.metrics()) == list(S.names(source=S.SOURCE_STATS))
+    assert S.names(group="spectrum") == pruners.SPECTRUM_METRICS
+    options = pruners.SpectrumOptions(k=2, probes=2)
+    measured = pruners.path_kernel_stats(model, input_shape=ds.input_shape, spectrum=options)
+    assert list(measured.metrics()) == list(S.names(group="stat") + S.names(group="spectrum"))
+    for name, value in measured.metrics().items():  # each value fits its declared type
+        pa.array([value], type=S.BY_NAME[name].type)
     _, result = pruners.train(model, None, ds, TrainConfig(epochs=1, seed=0, device="cpu"))
     assert set(result.metrics()) == set(S.names(source=S.SOURCE_TRAIN))
     for name, value in result.metrics().items():  # each value fits its declared type

@@ -112,14 +112,16 @@ def test_random_score_is_a_seeded_uniform_per_trial(rows: pd.DataFrame) -> None:
     pd.testing.assert_series_equal(a, b.loc[a.index])  # keyed by trial, not by position
 
 
-@pytest.mark.xfail(strict=True, reason="main pools the validation rows into the search "
-                   "correlations (n=8, not 6); branch i8 separates them")
 @pytest.mark.timeout(300)
 def test_correlations_use_the_trained_search_rows(rows: pd.DataFrame) -> None:
     corr = analysis.rank_correlations(rows, n_resamples=50, seed=0)
     search = _search(rows)
-    if "experiment" in corr.columns:  # search and validation are separate experiments
-        corr = corr[corr["experiment"] == S.PHASE_SEARCH]
+    # search and validation are separate experiments; the validation top-k is never used
+    assert set(corr["experiment"]) == {"search", "validation"}
+    validation = corr[corr["experiment"] == "validation"]
+    assert set(validation["n"]) == {1}  # the random-k row only, so no number is claimed
+    assert validation["spearman"].isna().all()
+    corr = corr[corr["experiment"] == S.PHASE_SEARCH]
     row = corr[(corr["predictor"] == "log_path_kernel_trace")
                & (corr["target"] == "test_accuracy")].iloc[0]
     assert row["n"] == TRIALS == len(search)
@@ -164,12 +166,19 @@ def test_layer_densities_and_collapse(rows: pd.DataFrame) -> None:
     assert first and all(0.0 <= v <= 1.0 for v in first.values())
     table = analysis.layer_density_table(rows)
     assert list(table.columns) == list(first) and len(table) == 1  # one pruner, one density
-    layers = pd.DataFrame([analysis.parse_layer_density(v) for v in rows["layer_density"]])
+    # the search rows only: validation rows re-run searched configurations (counted once)
+    search = _search(rows)["layer_density"]
+    layers = pd.DataFrame([analysis.parse_layer_density(v) for v in search])
     np.testing.assert_allclose(table.to_numpy()[0], layers.mean().to_numpy())
-    critical = analysis.critical_compression(rows)
-    assert len(critical) == 1
-    collapsed = bool(rows["layer_collapse"].astype(int).any())
-    assert bool(critical["censored"].iloc[0]) is (not collapsed)
+    critical = analysis.critical_compression(rows).set_index("experiment")
+    assert set(critical.index) == {"search", "validation"}  # kept apart, one pruner each
+    for experiment, phases in (("search", [S.PHASE_SEARCH]),
+                               ("validation", [S.PHASE_TOP, S.PHASE_RANDOM])):
+        part = rows[rows["phase"].isin(phases)]
+        flags = part["layer_collapse"].astype(int)
+        assert critical.loc[experiment, "n"] == len(part)
+        assert critical.loc[experiment, "collapsed_rows"] == flags.sum()
+        assert bool(critical.loc[experiment, "censored"]) == (int(flags.sum()) == 0)
 
 
 @pytest.mark.timeout(300)

@@ -59,12 +59,17 @@ def test_report_from_a_real_trained_study(real_study: Path, tmp_path: Path) -> N
     report = build_report(real_study, tmp_path / "out", n_resamples=200)
     text = report.read_text()
     assert "## Do data-free statistics predict training?" in text
-    assert "### model=fc, dataset=digits, density=0.01" in text
+    # Groups name the experiment and the training length (rows of other phases or lengths
+    # are never pooled), and each density stands beside the pooled group.
+    assert "### model=fc, dataset=digits, experiment=search, train_epochs=2, density=0.01" in text
+    assert "density=all (pooled)" in text
     corr = pd.read_csv(tmp_path / "out" / "tables" / "correlations.csv")
     trace = corr[(corr["predictor"] == "log_path_kernel_trace") & (corr["target"] == "test_accuracy")]
-    assert len(trace) == 2 and (trace["n"] == 4).all()
+    assert sorted(trace["n"]) == [4, 4, 8]
+    assert "mean ± std over seeds" in text or "(n=2 seeds)" in text
     methods = pd.read_csv(tmp_path / "out" / "tables" / "method_test_accuracy.csv")
     assert set(methods["pruner"]) == {"synflow", "magnitude"} and (methods["n"] == 2).all()
+    assert (methods["over"] == "seeds").all()  # 2 seeds of each configuration
     critical = pd.read_csv(tmp_path / "out" / "tables" / "critical_compression.csv")
     assert set(critical["pruner"]) == {"synflow", "magnitude"}
     assert (tmp_path / "out" / "figures" / "layer_density.png").is_file()

@@ -41,7 +41,7 @@ def test_method_summary_mean_std_over_seeds() -> None:
     assert s.loc[("synflow", 0.01), "compression"] == pytest.approx(100)
     table = method_table(method_summary(df))
     assert list(table.columns) == ["0.1 (10×)", "0.01 (100×)"]
-    assert table.loc["synflow", "0.1 (10×)"] == "0.8 ± 0.1 (n=3)"
+    assert table.loc["synflow", "0.1 (10×)"] == "0.8 ± 0.1 (n=3 seeds)"
     assert table.loc["synflow", "0.01 (100×)"] == "0.5 (n=1)"
     assert table.loc["random", "0.01 (100×)"] == ""
 
@@ -76,9 +76,14 @@ def test_critical_compression_hand_made() -> None:
     assert out.loc["B", "critical_compression"] == pytest.approx(10)
     assert out.loc["C", "critical_compression"] == pytest.approx(500) and out.loc["C", "censored"]
     assert np.isnan(float(out.loc["D", "critical_compression"]))  # type: ignore[arg-type]
-    assert "every tested" in str(out.loc["D", "note"])
-    assert out.loc["E", "critical_compression"] == pytest.approx(100)
+    assert "below the tested range" in str(out.loc["D", "note"])
+    assert "1 of 1 rows at density 0.1 (10×)" in str(out.loc["D", "note"])
+    # E collapses at 10x: the critical compression (where collapse begins) is at most 10x,
+    # whatever happens at 100x.
+    assert np.isnan(float(out.loc["E", "critical_compression"]))  # type: ignore[arg-type]
+    assert out.loc["E", "first_collapse_compression"] == pytest.approx(10)
     assert "not monotone" in str(out.loc["E", "note"])
+    assert out.loc["B", "collapsed_rows"] == 1 and out.loc["B", "n"] == 4
 
 
 def test_collapse_derived_from_layer_density_when_flag_missing() -> None:

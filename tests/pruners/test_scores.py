@@ -138,6 +138,7 @@ PRESETS = {
     "synflow-l2": (2.0, 1.0, "ones"),
     "synflow-dist": (1.0, 1.0, "data-mean"),
     "synflow-l2-dist": (2.0, 1.0, "data-mean"),
+    "synflow-l2-code": (1.0, 2.0, "ones"),  # the authors' code's SynFlow-L2
 }
 
 
@@ -484,3 +485,14 @@ def test_deep_models_synflow_family_scores_are_finite_in_float32(name: str) -> N
     scores = pruners.score(model, "synflow", input_shape=shape, masks=masks, dtype=torch.float32)
     assert all(torch.isfinite(s[masks[n]]).all() for n, s in scores.items())
     assert sum(float(s[masks[n]].sum()) for n, s in scores.items()) > 0
+
+
+def test_code_variant_of_synflow_l2_is_the_family_member_p1_a2(sample: PruneSample) -> None:
+    """``synflow-l2-code`` (the authors' code) is p=1, a=2; the paper's ``synflow-l2`` is not."""
+    model = MODELS["fc"](0)
+    args = {"input_shape": SHAPE, "sample": sample}
+    code = pruners.prune(model, "synflow-l2-code", 0.05, 5, **args)
+    member = pruners.prune(model, "synflow", 0.05, 5, path_exponent=1.0, score_exponent=2.0, **args)
+    paper = pruners.prune(model, "synflow-l2", 0.05, 5, **args)
+    assert_same_masks(code, member)
+    assert any(not torch.equal(code[n], paper[n]) for n in code)
