@@ -112,7 +112,7 @@ def test_study_keeps_masks_and_from_study_retrains_and_exports(
     files = {p.name for p in (out / MASKS_DIR).iterdir()}
     assert files == {Path(r["masks_path"]).name for r in search}
 
-    row = search[2]
+    row = next(r for r in search if r["optuna_number"] == 2)  # rows come in finishing order
     exported = tmp_path / "t2.safetensors"
     argv = ["--from-study", str(out), "--trial", "2", "--save-masks", str(exported)]
     result = _prune_json(argv, capsys)
