@@ -155,6 +155,10 @@ def _critical(group: pd.DataFrame, over: str) -> dict[str, object]:
     note = f"collapsed: {counts}"
     if (by_density.loc[tested < first, "sum"] == 0).any():
         note += "; a more compressed density had no collapse (not monotone)"
+    if "configurations" in over:  # a searched configuration's collapse is not the pruner's
+        return row | {"critical_compression": np.nan, "critical_density": np.nan,
+                      "note": f"rows are different configurations, not seeds of one pruner, so "
+                              f"there is no single critical compression; {note}"}
     if len(safe) == 0:
         return row | {"critical_compression": np.nan, "critical_density": np.nan,
                       "note": f"collapse already at the least compressed tested density, so "

@@ -107,7 +107,9 @@ def test_critical_compression_on_one_collapsed_row_of_48() -> None:
     assert out["first_collapse_compression"] == pytest.approx(100)
     assert out["collapsed_rows"] == 1 and out["n"] == 48 and out["over"] == "configurations"
     assert "1 of 48 rows at density 0.01 (100×)" in out["note"]
+    assert "no single critical compression" in out["note"]  # 47 configurations did not collapse
     assert "every tested density" not in out["note"]
+    assert "below the tested range" not in out["note"]
 
 
 def test_collapse_rate_counts_search_rows_once() -> None:
