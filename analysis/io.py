@@ -1,6 +1,6 @@
 """Reading study results: Parquet rows, the study spec and the Optuna journal.
 
-``analysis`` reads what the orchestrator wrote and nothing else (DESIGN.md §Parquet results):
+``analysis`` reads what the orchestrator wrote and nothing else (docs/design.md, the Parquet rows; columns in analysis/schema.py):
 a study directory ``DIR`` holds ``DIR/trials/*.parquet`` (one dataset, one row per trial
 attempt), ``DIR/spec.yaml`` and optionally ``DIR/optuna.journal``.
 """

@@ -57,7 +57,7 @@ seed: 0
 
 
 def make_spec(trials: int, workers: int, sampler: str) -> StudySpec:
-    """The benchmark study: the DESIGN.md search space, trivial trials."""
+    """The benchmark study: the search space of examples/digits-synflow.yaml, trivial trials."""
     raw = load_yaml(SPEC)
     raw.update(trials=trials, workers=workers, sampler=sampler)
     return parse_spec(raw)

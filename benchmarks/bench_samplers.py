@@ -1,7 +1,7 @@
 """Driver throughput of Optuna samplers: ask+tell time per trial as a study grows.
 
 pathsweep's driver is one process that asks Optuna for every trial's parameters and tells it
-every result (DESIGN.md, data flow). However many GPUs a cluster has, trials can start no
+every result (docs/design.md, one trial end to end). However many GPUs a cluster has, trials can start no
 faster than this loop turns, so its per-trial cost bounds the useful cluster size
 (docs/scaling.md). This script measures that cost for TPE, NSGA-II and random sampling, with
 in-memory storage and with the journal file the driver keeps in the study directory, at
@@ -13,7 +13,7 @@ windows of trials are timed around that size with the driver's access pattern: `
 trials are always running (asked, not yet told), as with that many workers, and each step asks
 one new trial and tells the oldest running one. The best window's mean is reported (timeit's
 rule: other processes only add time), with the median, p95 and worst window beside it. Trials are sampled over the pathsweep search space
-(2 floats, 1 log-int, 2 categoricals; DESIGN.md, study spec) and scored by a cheap analytic
+(2 floats, 1 log-int, 2 categoricals; docs/design.md, the study spec) and scored by a cheap analytic
 function, so only Optuna's own cost is measured. Prefilled trials carry their NSGA-II
 generation, so NSGA-II continues a real generation sequence.
 
@@ -54,7 +54,7 @@ from optuna.distributions import (
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-# The pathsweep search space over the SynFlow family (DESIGN.md, "The study spec").
+# The pathsweep search space over the SynFlow family (docs/design.md, "The study spec").
 SEARCH_SPACE: dict[str, BaseDistribution] = {
     "path_exponent": FloatDistribution(0.5, 3.0),
     "score_exponent": FloatDistribution(0.0, 3.0),

@@ -1,6 +1,6 @@
 """The study driver: Optuna ask/tell in this process, trials on long-lived Ray actors.
 
-Data flow (DESIGN.md): the driver asks Optuna for a SynFlow-family configuration, hands it to
+Data flow (docs/design.md, one trial end to end): the driver asks Optuna for a SynFlow-family configuration, hands it to
 an actor, and when the actor answers it appends the row to the Parquet sink and tells Optuna.
 Concurrency is the number of actors. Each actor holds its running trial plus ``prefetch``
 queued ones, so it starts the next trial the moment one ends while the driver tells, writes and

@@ -2,8 +2,9 @@
 
 Every rule is checked here, before Ray starts, and a broken rule is one :class:`SpecError` line
 naming the field (``search.iterations.low``) and the rule. The spec's format is in
-``DESIGN.md``; a study searches the SynFlow family of Gebhart, Saxena, Schrater (2021), "A
-Unified Paths Perspective for Pruning at Initialization", against data-free objectives.
+``docs/design.md`` (the study spec) and README's Studies section; a study searches the SynFlow
+family of Gebhart, Saxena, Schrater (2021), "A Unified Paths Perspective for Pruning at
+Initialization", against data-free objectives.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A validated study spec (DESIGN.md §The study spec).
+    """A validated study spec (docs/design.md, the study spec).
 
     Attributes:
         study: the study's name (Optuna study name, ``study`` column).

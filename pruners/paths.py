@@ -31,7 +31,7 @@ What the linearized network computes, layer by layer:
   network's output is no sum over paths of products of weights, so any R, trace or SynFlow
   score would be a silent wrong number.
 
-Numerics (DESIGN.md §Numerics): path sums overflow float32 on deep networks. The graph is
+Numerics (docs/design.md, one constant for every weight): path sums overflow float32 on deep networks. The graph is
 traced with ``torch.fx``; at every *cut* (a node every input→output path passes through: a
 dominator of the output, at a Linear/Conv output or a merge such as a residual add) the
 activation is divided by its maximum ``c``, detached, and ``log c`` is accumulated. Because

@@ -239,7 +239,7 @@ def path_kernel_stats(
     gradient ``∂R/∂w_j`` is positive: some surviving path runs through it); two forward passes
     give ``log ‖v‖₁`` (``w = |θ| ⊙ mask``) and the path count (``w = mask``).
 
-    What is computed (Gebhart, Saxena, Schrater 2021, DESIGN.md §Numerics):
+    What is computed (Gebhart, Saxena, Schrater 2021, docs/design.md, numerics):
 
     - Paths run from the input to the output; biases and BatchNorm shifts, which start paths
       mid-network carrying no input, are left out (the bias-free Path Kernel of the paper).
