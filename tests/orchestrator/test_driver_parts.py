@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +28,16 @@ from orchestrator.worker import WorkerInfo
 from .helpers import small_spec
 
 INFO = WorkerInfo(node_id="n1", gpu_ids="", pid=42, device="cpu", hostname="h")
+
+
+@dataclass(frozen=True)
+class FirstFast:
+    """Trial 0 returns at once; every later one sleeps (still running when its actor is killed)."""
+
+    seconds: float = 30.0
+
+    def __call__(self, config: Any) -> Any:
+        return SleepTrial(0.0 if config.number == 0 else self.seconds)(config)
 
 
 def test_a_built_row_has_every_core_column_and_fits_the_declared_schema(tmp_path: Path) -> None:
@@ -176,8 +187,8 @@ def _jobs(spec: Any, count: int) -> list[Job]:
 def test_actor_pool_reports_done_lost_with_its_waiting_jobs_and_timeouts(
     ray_local: None,
 ) -> None:
-    spec = small_spec(workers=1, prefetch=2, trial_timeout_s=1.0)
-    pool = _pool(spec, SleepTrial(0.0))
+    spec = small_spec(workers=1, prefetch=2)  # the default timeout: job 1 is lost, not timed out
+    pool = _pool(spec, FirstFast())
     pool.start(1, 0.0)
     try:
         _ready(pool)
@@ -198,6 +209,7 @@ def test_actor_pool_reports_done_lost_with_its_waiting_jobs_and_timeouts(
     finally:
         pool.close()
 
+    spec = small_spec(workers=1, prefetch=2, trial_timeout_s=1.0)
     slow = _pool(spec, SleepTrial(30.0))
     slow.start(1, 0.0)
     try:
