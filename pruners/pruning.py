@@ -72,11 +72,11 @@ def keep_top_many(values: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     n = sum(v.numel() for v in values)
     if k >= n or k <= 0:
         return [torch.full_like(v, k > 0, dtype=torch.bool) for v in values]
-    if any(bool(torch.isnan(v).any()) for v in values):
+    if any(_has_nan(v) for v in values):
         raise FloatingPointError("scores contain NaN; cannot rank weights")
     threshold = _kth_largest(values, k)
     keep = [v > threshold for v in values]
-    need = k - sum(int(kp.sum()) for kp in keep)
+    need = k - sum(int(torch.count_nonzero(kp)) for kp in keep)  # faster than a bool sum
     for v, kp in zip(values, keep, strict=True):
         if need <= 0:
             break
@@ -84,6 +84,12 @@ def keep_top_many(values: list[torch.Tensor], k: int) -> list[torch.Tensor]:
         kp[tied] = True
         need -= tied.numel()
     return keep
+
+
+def _has_nan(values: torch.Tensor) -> bool:
+    """Whether a tensor holds a NaN: a NaN makes the sum NaN (one reduction pass), and only
+    then (or for ``inf - inf``) is each element checked."""
+    return bool(torch.isnan(values.sum())) and bool(torch.isnan(values).any())
 
 
 def _kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -104,9 +110,12 @@ def _kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
         lo_rank = min(s, max(1, math.floor((q - width) * s)))
         hi = torch.kthvalue(sample, hi_rank).values
         lo = torch.kthvalue(sample, lo_rank).values
-        above = sum(int((v > hi).sum()) for v in values)
+        over = [v > hi for v in values]
+        above = sum(int(torch.count_nonzero(o)) for o in over)
         if above < k:
-            band = torch.cat([v[(v <= hi) & (v >= lo)] for v in values])
+            # v > hi implies v >= lo, so the xor is lo <= v <= hi (NaN in neither).
+            pairs = zip(values, over, strict=True)
+            band = torch.cat([v[(v >= lo).logical_xor_(o)] for v, o in pairs])
             if above + band.numel() >= k:
                 return torch.kthvalue(band, band.numel() - (k - above) + 1).values
     flat = torch.cat(values)
@@ -342,7 +351,8 @@ def _prune_rounds(
                 index = alive[n]
                 if index is None:
                     index = torch.arange(masks[n].numel(), device=masks[n].device)
-                if bool(kp.all()):
+                stay = torch.nonzero(kp).flatten()
+                if stay.numel() == kp.numel():
                     alive[n] = index
                     continue
                 # index_select/index_fill_ by positions: faster than bool indexing here.
@@ -350,7 +360,7 @@ def _prune_rounds(
                 masks[n].view(-1).index_fill_(0, dropped, False)
                 if rounds is not None:
                     rounds.remove(n, dropped)
-                alive[n] = index.index_select(0, torch.nonzero(kp).flatten())
+                alive[n] = index.index_select(0, stay)
     return masks
 
 

@@ -103,6 +103,14 @@ def test_keep_top_equals_sort_reference_on_small_tied_inputs(seed: int) -> None:
 def test_keep_top_refuses_nan() -> None:
     with pytest.raises(FloatingPointError, match="NaN"):
         keep_top(torch.tensor([1.0, float("nan"), 0.5]), 1)
+    with pytest.raises(FloatingPointError, match="NaN"):  # the sum is NaN either way
+        keep_top(torch.tensor([float("inf"), float("nan"), -float("inf")]), 1)
+
+
+def test_keep_top_ranks_infinities_whose_sum_is_nan() -> None:
+    # inf + (-inf) sums to NaN without any NaN score: the cheap check must not refuse it.
+    values = torch.tensor([float("inf"), 0.5, -float("inf"), 2.0])
+    assert keep_top(values, 2).tolist() == [True, False, False, True]
 
 
 @pytest.fixture
