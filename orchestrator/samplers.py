@@ -72,11 +72,23 @@ def check_sampler(name: str, options: Mapping[str, Any], n_objectives: int, path
             raise SpecError(f"{path}.{key} must be a scalar, but got {brief(value)}")
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a study driven by ask/tell.
+
+    ``GridSampler.after_trial`` calls ``study.stop()`` once the grid is exhausted, which works
+    only inside ``study.optimize`` and raises in the ``tell`` of the last grid point under
+    ask/tell. The driver stops by the spec's trial count, so nothing is lost by not stopping.
+    """
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def make_sampler(
     name: str, options: Mapping[str, Any], seed: int, grid: Mapping[str, list[Any]] | None = None
 ) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler; ``grid`` is the search space of the grid sampler."""
     cls = getattr(optuna.samplers, SAMPLERS[name].cls_name)
     if name == "grid":
-        return cls(dict(grid or {}), seed=seed, **options)  # type: ignore[no-any-return]
+        return AskTellGridSampler(dict(grid or {}), seed=seed, **options)
     return cls(seed=seed, **options)  # type: ignore[no-any-return]

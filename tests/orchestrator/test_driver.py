@@ -163,6 +163,25 @@ def test_real_study_writes_one_complete_row_per_trial(ray_local: None, tmp_path:
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_a_grid_study_runs_every_grid_point_to_the_end(ray_local: None, tmp_path: Path) -> None:
+    # Optuna's GridSampler calls study.stop() in the tell of the last grid point, which raises
+    # outside study.optimize: the study used to fail right there.
+    spec = small_spec(
+        sampler="grid",
+        search={"iterations": [1, 2, 3], "schedule": ["exponential", "linear"]},
+        trials=6,
+    )
+    out = tmp_path / "study"
+    summary = _run(spec, out, trial_fn=SleepTrial(0.0))
+    assert summary.complete == 6 and summary.failed == 0
+    rows = [r for r in _rows(out) if r["phase"] == "search"]
+    _assert_each_trial_complete_once(rows, 6)
+    points = {(r["param_iterations"], r["param_schedule"]) for r in rows}
+    assert points == {(i, s) for i in (1, 2, 3) for s in ("exponential", "linear")}
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_training_every_trial_optimizes_a_trained_metric(ray_local: None, tmp_path: Path) -> None:
