@@ -26,27 +26,13 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator import rows as R
+from orchestrator.rowbuild import RowBuilder
+from orchestrator.scheduler import Job
 from orchestrator.spec import load_yaml, parse_spec
 from orchestrator.trial import make_config, resolve_params, run_trial
+from orchestrator.worker import WorkerInfo
 
 HERE = Path(__file__).resolve().parent
-
-
-def _row(spec, number: int, params: dict, result, started: float, finished: float) -> dict:  # type: ignore[no-untyped-def]
-    row = {
-        "study": spec.study, "trial_id": R.trial_id(number, 0, R.PHASE_SEARCH),
-        "optuna_number": number, "attempt": 0, "phase": R.PHASE_SEARCH,
-        "state": "COMPLETE", "error": None, "retry": False, "node_id": "inline",
-        "gpu_ids": "", "worker_pid": os.getpid(), "device": result.device if result else None,
-        "started_at": started, "finished_at": finished, "duration_s": finished - started,
-        "seed": spec.seed, "pathsweep_version": "inline", "torch_version": torch.__version__,
-        R.param_column("model"): spec.model.name, R.param_column("dataset"): spec.data.name,
-    }
-    row.update({R.param_column(k): v for k, v in params.items()})
-    if result is not None:
-        row.update(result.metrics)
-        row.update(result.timings)
-    return row
 
 
 def run_study(path: Path, seed: int, epochs: int, out: Path) -> Path:
@@ -61,18 +47,24 @@ def run_study(path: Path, seed: int, epochs: int, out: Path) -> Path:
         print(f"{spec.study}: done already", flush=True)
         return directory
     grid = spec.search.grid()
+    # Rows as the driver builds them (orchestrator.rowbuild), from a worker that is this process.
+    builder = RowBuilder.for_spec(
+        spec, directory, {"pathsweep_version": "inline", "torch_version": torch.__version__}
+    )
+    here = WorkerInfo(node_id="inline", gpu_ids="", pid=os.getpid(), device="cpu", hostname="")
     rows = []
     for number, point in enumerate(itertools.product(*grid.values())):
         params = resolve_params(dict(zip(grid, point, strict=True)), spec.search.fixed())
+        config = make_config(spec, number, 0, params)
+        job = Job(number, 0, R.PHASE_SEARCH, params, config, number)
         started = time.time()
         try:
-            result = run_trial(make_config(spec, number, 0, params))
+            result = run_trial(config)
         except Exception as err:  # recorded as a FAIL row, as the driver does
             print(f"{spec.study} #{number} FAILED: {err}", flush=True)
-            rows.append({**_row(spec, number, params, None, started, time.time()),
-                         "state": "FAIL", "error": str(err)})
+            rows.append(builder.row(job, "FAIL", here, (started, time.time()), error=str(err)))
             continue
-        rows.append(_row(spec, number, params, result, started, time.time()))
+        rows.append(builder.row(job, "COMPLETE", here, (started, time.time()), result=result))
         print(f"{spec.study} #{number} {params['pruner']} d={params['density']}: "
               f"acc={result.metrics.get('test_accuracy'):.3f} "
               f"({time.time() - started:.1f} s)", flush=True)
