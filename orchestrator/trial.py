@@ -124,13 +124,6 @@ class TrialResult:
 TrialFn = Callable[[TrialConfig], TrialResult]
 
 
-def is_synflow_family(pruner: str) -> bool:
-    """Whether ``pruner`` takes the SynFlow knobs (path/score exponent, input)."""
-    import pruners
-
-    return getattr(pruners.SCORERS[pruner], "synflow", None) is not None
-
-
 def resolve_params(sampled: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
     """The full pruning configuration of a trial: sampled, fixed, then default values.
 
