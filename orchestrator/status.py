@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from orchestrator.errors import SetupError
 from orchestrator.progress import format_params
 from orchestrator.rows import PHASE_RANDOM, PHASE_TOP
 from orchestrator.sink import read_trials
-from orchestrator.spec import StudySpec
-from orchestrator.studydir import lock_holder, open_storage
+from orchestrator.spec import StudySpec, load_yaml
+from orchestrator.studydir import SPEC_FILE, lock_holder, open_storage
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,9 @@ class StatusSpec:
         Raises:
             SetupError: the file is not the spec a study writes.
         """
-        path = out / "spec.yaml"
+        path = out / SPEC_FILE
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = load_yaml(path.read_text(encoding="utf-8"))  # anchors and aliases refused
             validate = raw.get("validate") or {}
             return cls(
                 study=str(raw["study"]),
@@ -59,7 +58,7 @@ class StatusSpec:
                 top_k=int(validate.get("top_k", 0)),
                 random_k=int(validate.get("random_k", 0)),
             )
-        except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SetupError(
                 f"{path} is not a study's spec ({type(exc).__name__}: {exc})"
             ) from None
