@@ -10,7 +10,11 @@ Every number is a ratio measured side by side in one run (the machine may be sha
 Iterative SynFlow's speed is measured by ``benchmarks/bench_synflow.py`` against the strongest
 plain loop (one model copy for all rounds, masks in place, ``torch.kthvalue``).
 
-Usage: ``python benchmarks/bench_pruners.py [--repeats 11]``
+On ``--device cuda`` the timings synchronize the device around each call and the memory is the
+peak CUDA allocation growth during one call (``torch.cuda.max_memory_allocated``), measured in
+this process.
+
+Usage: ``python benchmarks/bench_pruners.py [--repeats 11] [--device cuda]``
 """
 
 from __future__ import annotations
@@ -31,15 +35,29 @@ import pruners
 SHAPE = (3, 32, 32)
 
 
-def _build(name: str) -> torch.nn.Module:
+def _build(name: str, device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)
-    return pruners.build_model(name, SHAPE, 10).eval()
+    return pruners.build_model(name, SHAPE, 10).eval().to(device)
 
 
 def plain_pass(model: torch.nn.Module) -> None:
-    """One float32 forward+backward of the model on a batch of one."""
+    """One float32 forward+backward of the model on a batch of one (on the model's device)."""
     model.zero_grad(set_to_none=True)
-    model(torch.ones(1, *SHAPE)).sum().backward()
+    device = next(model.parameters()).device
+    model(torch.ones(1, *SHAPE, device=device)).sum().backward()
+
+
+def _synchronized(fn: Callable[[], object], device: str) -> Callable[[], object]:
+    """``fn`` followed by a device synchronization, so that a timer sees the work finish."""
+    if device == "cpu":
+        return fn
+
+    def call() -> object:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return call
 
 
 def _time_interleaved(
@@ -108,21 +126,33 @@ def peak_memory(what: str, name: str) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["peak_kib"])
 
 
-def bench_trace(name: str, repeats: int) -> None:
-    model = _build(name)
-    times = _time_interleaved(
-        {
-            "plain": lambda: plain_pass(model),
-            "trace": lambda: pruners.log_path_kernel_trace(model, SHAPE),
-            "stats": lambda: pruners.path_kernel_stats(model, SHAPE),
-        },
-        repeats,
-    )
-    mem = {w: peak_memory(w, name) for w in ("plain", "trace", "stats")}
+def cuda_peak_memory(fn: Callable[[], object]) -> int:
+    """Peak growth (KiB) of CUDA memory allocated by tensors during one call of ``fn``."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) // 1024
+
+
+def bench_trace(name: str, repeats: int, device: str = "cpu") -> None:
+    model = _build(name, device)
+    fns = {
+        "plain": _synchronized(lambda: plain_pass(model), device),
+        "trace": _synchronized(lambda: pruners.log_path_kernel_trace(model, SHAPE), device),
+        "stats": _synchronized(lambda: pruners.path_kernel_stats(model, SHAPE), device),
+    }
+    times = _time_interleaved(fns, repeats)
+    if device == "cpu":
+        mem = {w: peak_memory(w, name) for w in fns}
+    else:
+        model.zero_grad(set_to_none=True)  # the plain pass's gradients would count as a base
+        mem = {w: cuda_peak_memory(fns[w]) for w in fns}
     (plain, plain_cpu) = times["plain"]
     print(
-        f"[{name}] plain float32 fwd+bwd: wall {plain * 1e3:7.1f} ms, CPU {plain_cpu * 1e3:7.1f} ms,"
-        f" peak +{mem['plain'] / 1024:.0f} MiB"
+        f"[{name}, {device}] plain float32 fwd+bwd: wall {plain * 1e3:7.1f} ms, "
+        f"CPU {plain_cpu * 1e3:7.1f} ms, peak +{mem['plain'] / 1024:.0f} MiB"
     )
     for key, label, goal in (
         ("trace", "log_path_kernel_trace", 1.2),
@@ -130,7 +160,7 @@ def bench_trace(name: str, repeats: int) -> None:
     ):
         wall, cpu = times[key]
         print(
-            f"[{name}] {label:<22}: wall {wall * 1e3:7.1f} ms, CPU {cpu * 1e3:7.1f} ms; "
+            f"[{name}, {device}] {label:<22}: wall {wall * 1e3:7.1f} ms, CPU {cpu * 1e3:7.1f} ms; "
             f"time ratio wall {wall / plain:.2f}x, CPU {cpu / plain_cpu:.2f}x (goal <= {goal}x); "
             f"peak +{mem[key] / 1024:.0f} MiB, memory ratio {mem[key] / max(1, mem['plain']):.2f}x "
             f"(goal <= 2x)"
@@ -142,13 +172,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--peak-child", choices=["plain", "trace", "stats"])
     parser.add_argument("--model", default="vgg16")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, or cuda / cuda:N (needs torch with CUDA)"
+    )
     args = parser.parse_args()
+    if args.device != "cpu" and not torch.cuda.is_available():
+        sys.exit(f"bench_pruners: --device {args.device} needs CUDA, which torch does not see")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.peak_child:
         _peak_child(args.peak_child, args.model)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    bench_trace("vgg16", args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    if args.device != "cpu":
+        torch.cuda.set_device(torch.device(args.device))
+        print(f"device: {torch.cuda.get_device_name()}")
+    bench_trace(args.model, args.repeats, args.device)
 
 
 if __name__ == "__main__":

@@ -53,17 +53,26 @@ def _warm_up() -> None:
         layer.to(DEVICE)(x.to(DEVICE)).sum().backward()
 
 
-@pytest.fixture
-def memory_baseline() -> Iterator[None]:
-    """Fails the test unless CUDA memory allocated by tensors is back to where it started."""
+def _settled_allocation() -> int:
+    """CUDA memory allocated by tensors once the last call's leftovers are released.
+
+    On an H200 (torch 2.11, CUDA 13) a few small blocks (7-30 KiB) of a finished call stayed
+    allocated until the next backward pass on the device and were then released (the next
+    test's baseline was back at the first one); so a plain pass runs before measuring. Memory
+    that a call keeps for good still counts.
+    """
     _warm_up()
     gc.collect()
     torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
+    return torch.cuda.memory_allocated()
+
+
+@pytest.fixture
+def memory_baseline() -> Iterator[None]:
+    """Fails the test unless CUDA memory allocated by tensors is back to where it started."""
+    before = _settled_allocation()
     yield
-    gc.collect()
-    torch.cuda.synchronize()
-    after = torch.cuda.memory_allocated()
+    after = _settled_allocation()
     assert after == before, f"CUDA memory not returned: {after - before} bytes still allocated"
 
 
@@ -99,15 +108,36 @@ def test_prune_on_cuda_matches_the_cpu(
     assert _agreement(on_cpu, on_cuda) >= (0.999 if method.startswith("synflow") else 0.98)
 
 
-def test_stats_on_cuda_match_the_cpu(memory_baseline: None) -> None:
+@pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (None, 1e-6)])
+def test_stats_on_cuda_match_the_cpu(
+    dtype: torch.dtype | None, rel: float, memory_baseline: None
+) -> None:
+    # dtype None: the model's float32, whose sums differ by summation order between devices
+    # (seen on an H200: log trace 5.4977142329 vs 5.4977142200, relative 2.3e-9)
     cpu_model = _model(width=32, depth=4)
     masks = pruners.prune(cpu_model, "synflow", 0.05, 10, input_shape=SHAPE)
     cuda_model = _model(width=32, depth=4).to(DEVICE)
     cuda_masks = {k: v.to(DEVICE) for k, v in masks.items()}
-    on_cpu = pruners.path_kernel_stats(cpu_model, SHAPE, masks).metrics()
-    on_cuda = pruners.path_kernel_stats(cuda_model, SHAPE, cuda_masks).metrics()
+    on_cpu = pruners.path_kernel_stats(cpu_model, SHAPE, masks, dtype=dtype).metrics()
+    on_cuda = pruners.path_kernel_stats(cuda_model, SHAPE, cuda_masks, dtype=dtype).metrics()
+    assert on_cuda.keys() == on_cpu.keys()
     for name, value in on_cpu.items():
-        assert on_cuda[name] == pytest.approx(value, rel=1e-9), name
+        assert on_cuda[name] == pytest.approx(value, rel=rel), name
+
+
+def test_spectrum_on_cuda_matches_the_cpu(memory_baseline: None) -> None:
+    cpu_model = _model(width=16, depth=3).double()
+    masks = pruners.prune(cpu_model, "synflow", 0.2, 5, input_shape=SHAPE)
+    cuda_model = _model(width=16, depth=3).double().to(DEVICE)
+    cuda_masks = {k: v.to(DEVICE) for k, v in masks.items()}
+    on_cpu = pruners.path_kernel_spectrum(cpu_model, SHAPE, masks, k=4, probes=4)
+    on_cuda = pruners.path_kernel_spectrum(cuda_model, SHAPE, cuda_masks, k=4, probes=4)
+    assert on_cpu.converged and on_cuda.converged
+    assert on_cuda.log_trace == pytest.approx(on_cpu.log_trace, rel=1e-9)
+    for got, want in zip(on_cuda.log_eigenvalues, on_cpu.log_eigenvalues, strict=True):
+        assert got == pytest.approx(want, abs=1e-8)
+    # the same probes (seeded on the CPU) give the same Hutchinson estimate
+    assert on_cuda.log_frobenius_sq == pytest.approx(on_cpu.log_frobenius_sq, rel=1e-9)
 
 
 def test_attached_masks_hold_in_a_user_loop_on_cuda(memory_baseline: None) -> None:

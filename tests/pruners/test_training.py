@@ -340,4 +340,10 @@ def test_trains_on_gpu_with_exact_masks(digits: Dataset) -> None:
     assert next(model.parameters()).device.type == "cpu"
     for name, mask in masks.items():
         assert torch.all(trained.get_parameter(name)[~mask.cuda()] == 0)
-    assert result.final_test_accuracy > 0.8
+    # the same run on the CPU: same data order and initialization, so the same loss curve up
+    # to float32 summation order (nn.Linear's default init with 30% random masks learns slowly:
+    # test accuracy 0.29 after 3 epochs on both devices, seen on an H200)
+    _, on_cpu = train(_mlp(), masks, digits, TrainConfig(epochs=3, device="cpu"))
+    assert result.train_loss == pytest.approx(on_cpu.train_loss, rel=1e-4)
+    assert result.train_loss[-1] < result.train_loss[0]
+    assert result.final_test_accuracy == pytest.approx(on_cpu.final_test_accuracy, abs=0.01)
