@@ -33,6 +33,7 @@ from orchestrator.errors import SetupError, SpecError, plain_text
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 
 class _UsageError(Exception):
@@ -403,8 +404,17 @@ def main(argv: list[str] | None = None) -> int:
             remember(argv[i + 1])
         elif arg.startswith("--storage="):
             remember(arg.partition("=")[2])
-    with guard_output():
-        return _main(argv)
+    try:
+        with guard_output():
+            code = _main(argv)
+            sys.stdout.flush()  # here, so that a reader gone away is seen in the try
+            return code
+    except BrokenPipeError:
+        # the reader went away (`pathsweep study status DIR | head`): no error message, and
+        # stdout pointed at /dev/null so that Python's flush at exit does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _main(argv: list[str]) -> int:
@@ -426,6 +436,8 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("pathsweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # handled in main()
     except Exception as exc:
         if os.environ.get("PATHSWEEP_DEBUG"):
             raise

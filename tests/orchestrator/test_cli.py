@@ -222,3 +222,22 @@ def test_passwords_in_storage_urls_are_not_written() -> None:
 
     assert mask_url("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
     assert mask_url("sqlite:///a.db") == "sqlite:///a.db"
+
+
+@pytest.mark.parametrize("chars", [10, 1_000_000])  # flushed at the end / fails mid-print
+def test_a_reader_that_goes_away_gets_no_error_message(chars: int) -> None:
+    """`pathsweep study status DIR | head`: no traceback or error line, exit 141 (SIGPIPE)."""
+    # a command that prints `chars` characters to stdout, run through the real main()
+    code = (
+        "import sys\nimport orchestrator.cli as cli\n"
+        f"cli._main = lambda argv: print('x' * {chars}) or 0\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child has written anything (it is still importing)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert stderr == ""
