@@ -633,8 +633,16 @@ class _Tracer(fx.Tracer):
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    graph = _Tracer().trace(model)
-    return fx.GraphModule(model, graph, type(model).__name__)
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
+    finally:
+        # Tracing leaves reference cycles (proxies <-> tracer), and the tracer holds the model:
+        # the model would outlive its last reference until a garbage collection, and its path
+        # network (holding the submodules, so the parameters, on a GPU too) until a second one.
+        # Seen on an H200: 15-30 KiB of a small model's CUDA memory left after each trial.
+        tracer.__dict__.clear()
 
 
 def _carrying_nodes(nodes: list[fx.Node]) -> set[fx.Node]:

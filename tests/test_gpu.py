@@ -54,12 +54,12 @@ def _warm_up() -> None:
 
 
 def _settled_allocation() -> int:
-    """CUDA memory allocated by tensors once the last call's leftovers are released.
+    """CUDA memory allocated by tensors, after a plain pass and one garbage collection.
 
-    On an H200 (torch 2.11, CUDA 13) a few small blocks (7-30 KiB) of a finished call stayed
-    allocated until the next backward pass on the device and were then released (the next
-    test's baseline was back at the first one); so a plain pass runs before measuring. Memory
-    that a call keeps for good still counts.
+    On an H200 (torch 2.11, CUDA 13) the first version of this check found a small model's
+    parameters (7-30 KiB) still allocated after each trial: fx tracing left a reference cycle
+    that held the model until a collection, and its path network until a second one
+    (fixed in ``pruners.paths._trace``; tests/pruners/test_paths.py checks it on the CPU).
     """
     _warm_up()
     gc.collect()

@@ -695,3 +695,32 @@ def test_nan_weights_and_outputs_without_paths_are_errors_not_collapse() -> None
     masks = {"fc2.weight": torch.zeros(3, 6, dtype=torch.bool)}
     stats = pruners.path_kernel_stats(model, (4,), masks)
     assert stats.layer_collapse and stats.log_trace == -math.inf
+
+
+@pytest.mark.parametrize("use", ["trace", "stats", "synflow", "spectrum"])
+def test_a_model_is_freed_once_its_last_reference_goes(use: str) -> None:
+    """Path quantities must not keep a model (or its parameters) alive: a long-lived worker
+    prunes one model after another, on a GPU too. The model goes with its last reference, and
+    its traced path network (fx graphs are cyclic) with the next garbage collection."""
+    shape = (1, 8, 8)
+    torch.manual_seed(0)
+    model = pruners.build_model("fc", shape, 10, width=16, depth=3)
+    root, layer = weakref.ref(model), weakref.ref(model.fc1)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if use == "trace":
+            pruners.log_path_kernel_trace(model, shape)
+        elif use == "stats":
+            pruners.path_kernel_stats(model, shape)
+        elif use == "synflow":
+            pruners.prune(model, "synflow", 0.1, 3, input_shape=shape)
+        else:
+            pruners.path_kernel_spectrum(model.double(), shape, k=2)
+        del model
+        assert root() is None, "the model outlived its last reference"
+        gc.collect()
+        assert layer() is None, "the model's layers outlived one garbage collection"
+    finally:
+        if was_enabled:
+            gc.enable()
