@@ -184,7 +184,8 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     if args.device != "cpu":
-        torch.cuda.set_device(torch.device(args.device))
+        if torch.device(args.device).index is not None:
+            torch.cuda.set_device(torch.device(args.device))
         print(f"device: {torch.cuda.get_device_name()}")
     bench_trace(args.model, args.repeats, args.device)
 
