@@ -9,13 +9,14 @@ per density, the trained validation runs of four kinds of configurations of the 
 - ``random-5``: 5 configurations drawn uniformly from the same space (``svp-random-d*``);
 - the presets ``synflow``, ``synflow-l2`` and ``synflow-l2-code`` (``svp-presets``).
 
-Every configuration is re-pruned and trained on seeds 0, 1, 2. What is aggregated is always
+Every configuration is re-pruned and trained on each seed of ``validate.seeds``. What is aggregated is always
 named: a configuration's value is the mean over its seeds, with a t interval over seeds
-(n = 3, df = 2); a group of configurations (top-5, random-5) is the mean over its
-configurations' seed means, with a t interval over configurations (n = 5, df = 4); a preset is
-one configuration, so its interval is over seeds. Differences "top-5 minus X" use Welch's t
-interval on those units (configuration means for a group of configurations, seed runs for a
-single configuration). Epochs to threshold (first epoch with train loss <= 0.5) is censored
+(n = seeds); a group of configurations (top-5, random-5) is the mean over its
+configurations' seed means, with a t interval over configurations (n = 5); a preset is
+one configuration, so its interval is over seeds. "Searched minus preset" is paired by seed
+(each seed gives every group the same initialization, prune sample and train/test split): the
+per-seed differences with a t interval over seeds. "Searched minus random-5" asks about randomly
+drawn configurations, so it is Welch's t interval over configuration means. Epochs to threshold (first epoch with train loss <= 0.5) is censored
 (many sparse networks never reach it), so it is reported as runs that reached it and their
 median, without an interval.
 
@@ -75,13 +76,16 @@ def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
 
 
 def load_runs(out: Path) -> pd.DataFrame:
-    """The COMPLETE trained validation runs, labelled by group and configuration."""
-    df = analysis.load([out / name for name in STUDIES])
-    df = df[(df["state"] == "COMPLETE") & df["phase"].str.startswith("validate")].copy()
-    study = df["study"].astype(str)
-    group = np.where(study.str.startswith("svp-tpe"), TOP,
-                     np.where(study.str.startswith("svp-random"), RANDOM, df["param_pruner"]))
-    df["group"] = group
+    """The COMPLETE trained validation runs, labelled by group (from the study directory run.sh
+    wrote them to) and configuration."""
+    frames = []
+    for name in STUDIES:
+        df = analysis.load(out / name)
+        df = df[(df["state"] == "COMPLETE") & df["phase"].str.startswith("validate")].copy()
+        kind = name.split("-")[0]
+        df["group"] = {"tpe": TOP, "random": RANDOM}.get(kind, df.get("param_pruner"))
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
     df["density"] = df["param_density"].astype(float)
     df["config"] = np.where(df["group"].isin(PRESETS), df["param_pruner"],
                             "#" + df["optuna_number"].astype(str))
@@ -118,9 +122,9 @@ def config_table(runs: pd.DataFrame) -> pd.DataFrame:
             value = first.get(f"param_{p}")
             row[p] = f"{value:.2f}" if isinstance(value, float) else value
         seed0 = rows.loc[rows["seed"] == 0, "log_path_kernel_trace"]
-        row["log trace, seed 0"] = float(seed0.iloc[0]) if len(seed0) else math.nan
-        row["log trace, seeds 1-2"] = float(rows.loc[rows["seed"] != 0,
-                                                     "log_path_kernel_trace"].mean())
+        row["log trace, seed 0"] = f"{float(seed0.iloc[0]):.2f}" if len(seed0) else "—"
+        others = rows.loc[rows["seed"] != 0, "log_path_kernel_trace"]
+        row["log trace, other seeds (mean)"] = f"{float(others.mean()):.2f}"
         for metric, label in METRICS.items():
             mean, low, high = t_interval(rows[metric])
             row[label] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -129,7 +133,11 @@ def config_table(runs: pd.DataFrame) -> pd.DataFrame:
                                      + f" ({len(reached)}/{len(rows)})")
         row["collapsed runs"] = int(pd.to_numeric(rows["layer_collapse"]).gt(0).sum())
         out.append(row)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    order = {g: i for i, g in enumerate(GROUPS)}
+    number = table["config"].str.lstrip("#").map(lambda c: int(c) if c.isdigit() else 0)
+    keys = pd.DataFrame({"d": -table["density"], "g": table["group"].map(order), "n": number})
+    return table.loc[keys.sort_values(["d", "g", "n"]).index].reset_index(drop=True)
 
 
 def units(rows: pd.DataFrame, metric: str) -> np.ndarray:
@@ -154,7 +162,8 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "density": density, "group": group,
                 "runs": f"{n_config} config × {rows['seed'].nunique()} seeds",
                 "interval over": over,
-                "log trace": f"{rows['log_path_kernel_trace'].mean():.2f}",
+                "median log trace": f"{rows['log_path_kernel_trace'].median():.2f}",
+                "collapsed runs": int(pd.to_numeric(rows["layer_collapse"]).gt(0).sum()),
             }
             for metric, label in METRICS.items():
                 mean, low, high = t_interval(units(rows, metric))
@@ -166,8 +175,27 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired_by_seed(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[float, float, float]:
+    """Mean over seeds of (a's mean over its configurations at that seed minus b's), with a t
+    interval over seeds: every group trains seed s from the same initialization, prune sample
+    and train/test split, so the seed-to-seed variation common to both cancels."""
+    diff = a.groupby("seed")[metric].mean() - b.groupby("seed")[metric].mean()
+    return t_interval(diff.dropna().to_numpy(dtype=float))
+
+
+def _verdict(metric: str, low: float, high: float) -> str:
+    """Whether the searched side is better: larger accuracy, smaller loss AUC."""
+    lo, hi = (low, high) if metric == "test_accuracy" else (-high, -low)
+    return "better" if lo > 0 else "worse" if hi < 0 else "unclear"
+
+
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Searched top-5 (and top-1) minus random-5 and each preset, Welch 95% intervals."""
+    """Searched top-5 (and top-1) minus random-5 and minus each preset, 95% intervals.
+
+    Against a preset (one fixed configuration) the difference is paired by seed
+    (:func:`paired_by_seed`, interval over seeds). Against random-5 the question is about
+    configurations drawn at random, so the interval is Welch's over configuration means.
+    """
     out = []
     for density in sorted(runs["density"].unique(), reverse=True):
         at = runs[runs["density"] == density]
@@ -176,14 +204,19 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
                 a, b = at[at["group"] == searched], at[at["group"] == other]
                 if a.empty or b.empty:
                     continue
-                row: dict[str, object] = {"density": density, "comparison": f"{searched} − {other}"}
+                over = ("configurations (Welch)" if other == RANDOM
+                        else f"seeds (paired, n={a['seed'].nunique()})")
+                row: dict[str, object] = {"density": density,
+                                          "comparison": f"{searched} − {other}",
+                                          "interval over": over}
                 verdicts = []
                 for metric, label in METRICS.items():
-                    diff, low, high = welch_interval(units(a, metric), units(b, metric))
+                    if other == RANDOM:
+                        diff, low, high = welch_interval(units(a, metric), units(b, metric))
+                    else:
+                        diff, low, high = paired_by_seed(a, b, metric)
                     row[f"Δ {label}"] = f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
-                    # larger accuracy is better, a smaller loss AUC is
-                    lo, hi = (low, high) if metric == "test_accuracy" else (-high, -low)
-                    verdicts.append("better" if lo > 0 else "worse" if hi < 0 else "unclear")
+                    verdicts.append(_verdict(metric, low, high))
                 row["searched is (accuracy, AUC)"] = ", ".join(verdicts)
                 out.append(row)
     return pd.DataFrame(out)
@@ -224,14 +257,21 @@ def figure(runs: pd.DataFrame, path: Path) -> None:
                 if np.isfinite(low):
                     ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="_",
                                 color="black", markersize=18, capsize=5, linewidth=1.5)
+            if metric == "test_accuracy":
+                ax.set_ylim(0.0, 1.0)  # a t interval can reach past 1; it is cut here
             ax.set_xticks(range(len(groups)))
             ax.set_xticklabels(groups, rotation=25, ha="right")
             ax.set_ylabel(label)
             ax.set_title(f"density {density:g} ({1 / density:.0f}×): {label}")
             ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("SynFlow family on the 6×100 MLP, digits: searched (max log trace) vs random vs "
-                 "presets\ndots: seed runs · circles: configuration means over 3 seeds · "
-                 "black: group mean, 95% t interval", fontsize=11)
+    model = str(runs["param_model"].iloc[0])
+    name = {"fc": "the 6×100 MLP (fc)", "conv": "the small CNN (conv)"}.get(model, model)
+    fig.suptitle(f"SynFlow family, {name} on digits: searched top-5 (largest log Path Kernel "
+                 "trace) vs random-5 vs presets\n"
+                 "dots: seed runs · circles: a configuration's mean over seeds · black: group "
+                 "mean with 95% t interval\n(over configurations for top-5 and random-5, over "
+                 "seeds for a preset; cut at the axes; collapsed networks, log trace −∞, are not "
+                 "drawn)", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -256,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             "## Per configuration (mean over seeds, 95% t interval over seeds)\n",
             markdown_table(configs, index=False), "",
             "## Per group\n", markdown_table(group_table(runs), index=False), "",
-            "## Searched minus baseline (Welch 95% interval)\n",
+            "## Searched minus baseline (95% t intervals)\n",
             markdown_table(comparison_table(runs), index=False), ""]
     report = "\n".join(text)
     print(report)

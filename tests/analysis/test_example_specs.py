@@ -45,7 +45,7 @@ def test_search_vs_presets_compares_like_with_like() -> None:
     space = specs["tpe-d0.03"].search.distributions()
     assert set(space) == {"path_exponent", "score_exponent", "iterations", "schedule", "input"}
     for name, spec in specs.items():
-        assert spec.validate.seeds == (0, 1, 2) and spec.train.epochs == 0
+        assert spec.validate.seeds == (0, 1, 2, 3, 4) and spec.train.epochs == 0
         assert spec.validate.epochs == designed.train.epochs
         assert spec.model == designed.model and spec.data == designed.data
         assert spec.train.options == designed.train.options
