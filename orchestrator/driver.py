@@ -158,7 +158,8 @@ class StudyDriver:
             study, self.spec, self.view, self.times, lambda: existing_rows(self.out, self.spec)
         )
         v = self.spec.validate
-        sched = Scheduler(search, self.spec.trials, self.spec.max_attempts, v.top_k + v.random_k)
+        planned = (v.top_k + v.random_k) * v.runs_per_config()
+        sched = Scheduler(search, self.spec.trials, self.spec.max_attempts, planned)
         self._sink = TrialSink(
             self.out / TRIALS_DIR, R.declared_schema(self.spec), **self._sink_options
         )

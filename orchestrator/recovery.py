@@ -33,7 +33,7 @@ ABANDONED = "pathsweep_abandoned"
 
 @dataclass
 class Existing:
-    """What the rows on disk say about one (phase, trial number)."""
+    """What the rows on disk say about one (phase, trial number, seed)."""
 
     attempts: list[int] = field(default_factory=list)
     complete: Mapping[str, Any] | None = None
@@ -45,18 +45,25 @@ class Existing:
         return max(self.attempts) + 1 if self.attempts else 0
 
 
-def existing_rows(out: Path, spec: StudySpec) -> dict[tuple[str, int], Existing]:
-    """The study's rows on disk by (phase, trial number)."""
+def existing_rows(out: Path, spec: StudySpec) -> dict[tuple[str, int, int], Existing]:
+    """The study's rows on disk by (phase, trial number, seed).
+
+    The seed is the row's ``seed`` (the study seed for search rows; a validation run's own seed
+    with ``validate.seeds``); rows without one count as the study seed's.
+    """
     table = read_trials(out / TRIALS_DIR)
-    found: dict[tuple[str, int], Existing] = {}
+    found: dict[tuple[str, int, int], Existing] = {}
     if not table.num_rows:
         return found
     names = list(spec.search.distributions())
     metrics = [m for m in spec.metrics if m in table.column_names]
     params = [c for c in map(R.param_column, names) if c in table.column_names]
-    columns = ["phase", "optuna_number", "attempt", "state", "retry", *metrics, *params]
+    seed = ["seed"] if "seed" in table.column_names else []
+    columns = ["phase", "optuna_number", "attempt", "state", "retry", *seed, *metrics, *params]
     for row in table.select(columns).to_pylist():
-        entry = found.setdefault((row["phase"], row["optuna_number"]), Existing())
+        row_seed = spec.seed if row.get("seed") is None else row["seed"]
+        key = (row["phase"], row["optuna_number"], row_seed)
+        entry = found.setdefault(key, Existing())
         entry.attempts.append(row["attempt"])
         entry.params = {k: row.get(R.param_column(k)) for k in names}
         if row["state"] == "COMPLETE":
@@ -137,12 +144,12 @@ class Recovery:
         dropped = abandoned(self.study)
         for trial in self.study.get_trials(deepcopy=False):
             if trial.state == TrialState.RUNNING:
-                rows = existing.get((R.PHASE_SEARCH, trial.number))
+                rows = existing.get((R.PHASE_SEARCH, trial.number, self.spec.seed))
                 self._recover_running(scheduler, trial, rows)
             elif trial.state.is_finished() and trial.number not in dropped:
                 scheduler.adopt_told(trial.number)
 
-    def _restore_lost_trials(self, existing: Mapping[tuple[str, int], Existing]) -> None:
+    def _restore_lost_trials(self, existing: Mapping[tuple[str, int, int], Existing]) -> None:
         """Re-create trials whose journal records were lost but whose rows exist.
 
         A journal that lost its last records (a crash of the machine: appends are not fsynced)
@@ -152,12 +159,13 @@ class Recovery:
         whose rows cannot be added back stops the resume with what to do.
         """
         known = len(self.study.get_trials(deepcopy=False))
-        lost = [n for (phase, n) in existing if phase == R.PHASE_SEARCH and n >= known]
+        lost = [n for (phase, n, _) in existing if phase == R.PHASE_SEARCH and n >= known]
         if not lost:
             return
         for number in range(known, max(lost) + 1):
             try:
-                self.study.add_trial(self._restored(existing.get((R.PHASE_SEARCH, number))))
+                rows = existing.get((R.PHASE_SEARCH, number, self.spec.seed))
+                self.study.add_trial(self._restored(rows))
             except ValueError as exc:
                 raise SetupError(
                     f"the Optuna journal of {self.out} lost trials {known}..{max(lost)}, which "

@@ -27,7 +27,8 @@ class RowBuilder:
 
     Args:
         study: the study name.
-        seed: the study seed.
+        seed: the study seed (each row's ``seed`` is its job's: the study's or a validation
+            seed, see ``validate.seeds``).
         model: the model name (``param_model``).
         dataset: the dataset name (``param_dataset``).
         versions: ``pathsweep_version`` and ``torch_version``.
@@ -71,7 +72,7 @@ class RowBuilder:
         started, finished = times
         row: dict[str, Any] = {
             "study": self.study,
-            "trial_id": R.trial_id(job.number, job.attempt, job.phase),
+            "trial_id": R.trial_id(job.number, job.attempt, job.phase, job.seed),
             "optuna_number": job.number,
             "attempt": job.attempt,
             "phase": job.phase,
@@ -85,7 +86,7 @@ class RowBuilder:
             "started_at": started,
             "finished_at": finished,
             "duration_s": None if started is None or finished is None else finished - started,
-            "seed": self.seed,
+            "seed": job.config.seed,  # the study seed, or a validation seed
             **self.versions,
             R.param_column("model"): self.model,
             R.param_column("dataset"): self.dataset,

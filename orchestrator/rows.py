@@ -64,10 +64,14 @@ MASK_COLUMNS: dict[str, pa.DataType] = S.types(group="masks")
 TIMING_COLUMNS: tuple[str, ...] = S.names(group="timing")
 
 
-def trial_id(number: int, attempt: int, phase: str = PHASE_SEARCH) -> str:
-    """Unique id of one attempt: ``"12-0"`` in the search, ``"validate-top-12-0"`` after it."""
+def trial_id(number: int, attempt: int, phase: str = PHASE_SEARCH, seed: int | None = None) -> str:
+    """Unique id of one attempt: ``"12-0"`` in the search, ``"validate-top-12-0"`` after it,
+    ``"validate-top-12-s3-0"`` for the validation run with seed 3 (spec ``validate.seeds``)."""
+    if seed is not None and phase == PHASE_SEARCH:
+        raise ValueError(f"only validation runs name a seed in their id, but got {phase=}, {seed=}")
     prefix = "" if phase == PHASE_SEARCH else f"{phase}-"
-    return f"{prefix}{number}-{attempt}"
+    tag = "" if seed is None else f"s{seed}-"
+    return f"{prefix}{number}-{tag}{attempt}"
 
 
 def declared_schema(spec: StudySpec) -> pa.Schema:

@@ -36,7 +36,9 @@ class Job:
     """One attempt to run: a search trial (``trial`` set) or a validation run.
 
     ``trial`` is the search's handle of the trial (an ``optuna.Trial`` or its number); the
-    scheduler only passes it back to :meth:`Search.tell`.
+    scheduler only passes it back to :meth:`Search.tell`. ``seed`` is the validation seed of a
+    spec with ``validate.seeds`` (part of the row's ``trial_id``; ``config.seed`` equals it);
+    None for search trials and for validation runs with the study seed.
     """
 
     number: int
@@ -45,6 +47,7 @@ class Job:
     params: Mapping[str, Any]
     config: TrialConfig
     trial: Any = None
+    seed: int | None = None
 
     def next_attempt(self) -> Job:
         """The same parameters as the next attempt."""

@@ -36,7 +36,7 @@ class OptunaSearch:
         spec: the study spec.
         view: the live view (the validation phase is announced on it).
         clock: records seconds spent asking and telling (``ask``, ``tell`` attributes).
-        validation_rows: ``(phase, number) -> rows on disk`` (an ``orchestrator.recovery``
+        validation_rows: ``(phase, number, seed) -> rows on disk`` (an ``orchestrator.recovery``
             reader), so a resumed validation skips what is done.
     """
 
@@ -46,7 +46,7 @@ class OptunaSearch:
         spec: StudySpec,
         view: BaseView,
         clock: Any,
-        validation_rows: Callable[[], Mapping[tuple[str, int], Any]],
+        validation_rows: Callable[[], Mapping[tuple[str, int, int], Any]],
     ) -> None:
         self.study = study
         self.spec = spec
@@ -115,7 +115,11 @@ class OptunaSearch:
     # ------------------------------------------------------------------ validation
 
     def plan_validation(self) -> list[Job]:
-        """The validation jobs not yet done (the same choice on every resume)."""
+        """The validation jobs not yet done (the same choice on every resume).
+
+        Each chosen configuration runs once per seed of ``validate.seeds`` (once with the study
+        seed without it); a run whose rows show it COMPLETE, or failed for good, is skipped.
+        """
         v = self.spec.validate
         if v.top_k + v.random_k == 0:
             return []
@@ -124,23 +128,34 @@ class OptunaSearch:
             done, self.spec.directions, v.top_k, v.random_k, self.spec.seed
         )
         existing = self._validation_rows()
+        seeds: tuple[int | None, ...] = (None,) if v.seeds is None else v.seeds
         jobs = []
         for phase, chosen in ((R.PHASE_TOP, top), (R.PHASE_RANDOM, rand)):
             for trial in chosen:
-                rows = existing.get((phase, trial.number))
-                complete = rows is not None and rows.complete is not None
-                if not complete and not (rows is not None and rows.final_fail):
-                    attempt = rows.next_attempt if rows is not None else 0
-                    jobs.append(self._validation_job(phase, trial, attempt))
-        total = len(top) + len(rand)
+                for seed in seeds:
+                    row_seed = self.spec.seed if seed is None else seed
+                    rows = existing.get((phase, trial.number, row_seed))
+                    complete = rows is not None and rows.complete is not None
+                    if not complete and not (rows is not None and rows.final_fail):
+                        attempt = rows.next_attempt if rows is not None else 0
+                        jobs.append(self._validation_job(phase, trial, attempt, seed))
+        total = (len(top) + len(rand)) * len(seeds)
         if jobs:
             self.view.set_phase("validate", total, total - len(jobs))
         return jobs
 
-    def _validation_job(self, phase: str, trial: optuna.trial.FrozenTrial, attempt: int) -> Job:
+    def _validation_job(
+        self, phase: str, trial: optuna.trial.FrozenTrial, attempt: int, seed: int | None
+    ) -> Job:
         params = resolve_params(trial.params, self._fixed)
         epochs = self.spec.validate.epochs
         config = make_config(
-            self.spec, trial.number, attempt, params, phase=phase, train_epochs=epochs
+            self.spec,
+            trial.number,
+            attempt,
+            params,
+            phase=phase,
+            train_epochs=epochs,
+            seed=seed,
         )
-        return Job(trial.number, attempt, phase, params, config)
+        return Job(trial.number, attempt, phase, params, config, seed=seed)

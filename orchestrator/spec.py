@@ -43,6 +43,8 @@ MAX_WORKERS = 100_000
 MAX_ATTEMPTS = 100
 MAX_PREFETCH = 64
 MAX_SAMPLE_PER_CLASS = 100_000
+#: Most seeds ``validate.seeds`` may list (each one trains every validated configuration).
+MAX_VALIDATE_SEEDS = 1_000
 #: Bounds of integer model options, checked before the model is built (even on the meta device
 #: a depth of 1e9 would take forever to build).
 MODEL_OPTION_BOUNDS: dict[str, int] = {"width": 1_000_000, "depth": 1_000}
@@ -117,11 +119,25 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class ValidateSpec:
-    """After the search, train the ``top_k`` best and ``random_k`` random configurations."""
+    """After the search, train the ``top_k`` best and ``random_k`` random configurations.
+
+    Attributes:
+        top_k: the best COMPLETE search trials by the objectives.
+        random_k: trials drawn (with the study seed) from the other COMPLETE ones.
+        epochs: training epochs of each validation run.
+        seeds: train each chosen configuration once per seed (a new initialization, prune
+            sample and training order each; the configuration is re-pruned on every seed's
+            weights); None: once, with the study seed. Seeds are distinct integers >= 0.
+    """
 
     top_k: int = 0
     random_k: int = 0
     epochs: int = 20
+    seeds: tuple[int, ...] | None = None
+
+    def runs_per_config(self) -> int:
+        """Validation runs of each chosen configuration (one per seed)."""
+        return 1 if self.seeds is None else len(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -175,7 +191,8 @@ class StudySpec:
         gpus_per_worker: GPUs per actor on GPU clusters (a fraction packs several per GPU).
         cpus_per_worker: CPUs per actor.
         train: ``{epochs, **TrainConfig options}``; ``epochs > 0`` trains every trial.
-        validate: ``{top_k, random_k, epochs}``: trained after the search.
+        validate: ``{top_k, random_k, epochs, seeds}``: trained after the search (each chosen
+            configuration once per seed of ``seeds``; once with ``seed`` without it).
         prune: ``pruners.prune`` options that are not searched, and the prune sample size.
         seed: seeds the model's initialization (the same for every trial), the prune sample,
             training and the sampler.
@@ -500,12 +517,31 @@ def _parse_train(raw: object) -> TrainSpec:
 
 def _parse_validate(raw: object) -> ValidateSpec:
     raw = {} if raw is None else _mapping(raw, "validate")
-    _keys(raw, "validate", ("top_k", "random_k", "epochs"))
+    _keys(raw, "validate", ("top_k", "random_k", "epochs", "seeds"))
     return ValidateSpec(
         _int(raw.get("top_k", 0), "validate.top_k", 0, MAX_TRIALS),
         _int(raw.get("random_k", 0), "validate.random_k", 0, MAX_TRIALS),
         _int(raw.get("epochs", 20), "validate.epochs", 0, MAX_EPOCHS),
+        _validate_seeds(raw.get("seeds")),
     )
+
+
+def _validate_seeds(raw: object) -> tuple[int, ...] | None:
+    """``validate.seeds``: absent (None) or a list of 1 to ``MAX_VALIDATE_SEEDS`` distinct
+    integers >= 0."""
+    if raw is None:
+        return None
+    path = "validate.seeds"
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(f"{path} must be a non-empty list of integers >= 0, but got {brief(raw)}")
+    if len(raw) > MAX_VALIDATE_SEEDS:
+        raise SpecError(
+            f"{path} may list at most {MAX_VALIDATE_SEEDS:,} seeds, but got {len(raw):,}"
+        )
+    seeds = tuple(_int(value, f"{path}[{i}]", 0) for i, value in enumerate(raw))
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{path} must not repeat a seed, but got {brief(list(seeds))}")
+    return seeds
 
 
 def _parse_prune(raw: object) -> PruneSpec:
@@ -806,6 +842,7 @@ def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
             "top_k": spec.validate.top_k,
             "random_k": spec.validate.random_k,
             "epochs": spec.validate.epochs,
+            **({"seeds": list(spec.validate.seeds)} if spec.validate.seeds is not None else {}),
         },
         "prune": prune,
         "seed": spec.seed,

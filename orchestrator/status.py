@@ -32,12 +32,15 @@ class StatusSpec:
     metrics: tuple[str, ...]
     top_k: int = 0
     random_k: int = 0
+    runs_per_config: int = 1  # validation runs of each chosen configuration (validate.seeds)
 
     @classmethod
     def of(cls, spec: StudySpec) -> StatusSpec:
         """From a parsed spec."""
         v = spec.validate
-        return cls(spec.study, spec.trials, tuple(spec.metrics), v.top_k, v.random_k)
+        return cls(
+            spec.study, spec.trials, tuple(spec.metrics), v.top_k, v.random_k, v.runs_per_config()
+        )
 
     @classmethod
     def read(cls, out: Path) -> StatusSpec:
@@ -57,6 +60,7 @@ class StatusSpec:
                 metrics=tuple(str(o["metric"]) for o in raw["objectives"]),
                 top_k=int(validate.get("top_k", 0)),
                 random_k=int(validate.get("random_k", 0)),
+                runs_per_config=len(validate.get("seeds") or [None]),
             )
         except (OSError, AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SetupError(
@@ -99,7 +103,8 @@ def _row_lines(spec: StatusSpec, out: Path) -> list[str]:
         f"rows: {table.num_rows} ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; "
         f"{retried} attempts retried)"
     ]
-    planned = {PHASE_TOP: spec.top_k, PHASE_RANDOM: spec.random_k}
+    runs = spec.runs_per_config
+    planned = {PHASE_TOP: spec.top_k * runs, PHASE_RANDOM: spec.random_k * runs}
     if any(planned.values()):
         done = Counter(r["phase"] for r in data if r["state"] == "COMPLETE")
         parts = [f"{phase} {done.get(phase, 0)}/{k}" for phase, k in planned.items() if k]

@@ -151,8 +151,10 @@ def make_config(
     phase: str = "search",
     train_epochs: int | None = None,
     masks_file: str | None = None,
+    seed: int | None = None,
 ) -> TrialConfig:
-    """The :class:`TrialConfig` of one attempt of a study's trial."""
+    """The :class:`TrialConfig` of one attempt of a study's trial (``seed``: a validation seed
+    in place of the study's)."""
     return TrialConfig(
         study=spec.study,
         number=number,
@@ -164,7 +166,7 @@ def make_config(
         prune=spec.prune,
         train_epochs=spec.train.epochs if train_epochs is None else train_epochs,
         train_options=dict(spec.train.options),
-        seed=spec.seed,
+        seed=spec.seed if seed is None else seed,
         device=spec.device,
         keep_masks=spec.save_masks,
         masks_file=masks_file,

@@ -1,4 +1,5 @@
-"""The study specs under examples/ (issue 8's designed study and CIFAR-10 specs) validate."""
+"""The study specs under examples/ (issue 8's designed study, CIFAR-10 specs and the search
+against the presets) validate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 from orchestrator.spec import load_yaml, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2] / "examples"
-SPECS = sorted(p for p in ROOT.rglob("*.yaml") if p.parent != ROOT)
+SEARCH_VS_PRESETS = ROOT / "search-vs-presets"
+# designed studies (every grid point trained); the search-vs-presets specs are tested below
+SPECS = sorted(
+    p for p in ROOT.rglob("*.yaml") if p.parent not in (ROOT, SEARCH_VS_PRESETS)
+)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[str(p.relative_to(ROOT)) for p in SPECS])
@@ -29,3 +34,30 @@ def test_designed_study_covers_every_pruner_and_density() -> None:
     assert pruners == {"random", "magnitude", "snip", "grasp", "synflow", "synflow-l2",
                        "synflow-dist", "pk-preserve"}
     assert densities == {0.3, 0.1, 0.03, 0.01, 0.003}
+
+
+def test_search_vs_presets_compares_like_with_like() -> None:
+    """Part 3 of issue 8: the searched, random and preset configurations are trained the same
+    way (seeds, epochs as the designed study's), over one search space, at both densities."""
+    specs = {p.stem: parse_spec(load_yaml(p.read_text())) for p in SEARCH_VS_PRESETS.glob("*.yaml")}
+    assert set(specs) == {"tpe-d0.03", "tpe-d0.01", "random-d0.03", "random-d0.01", "presets"}
+    designed = parse_spec(load_yaml((ROOT / "paths-predict-training/fc-iterative.yaml").read_text()))
+    space = specs["tpe-d0.03"].search.distributions()
+    assert set(space) == {"path_exponent", "score_exponent", "iterations", "schedule", "input"}
+    for name, spec in specs.items():
+        assert spec.validate.seeds == (0, 1, 2, 3, 4) and spec.train.epochs == 0
+        assert spec.validate.epochs == designed.train.epochs
+        assert spec.model == designed.model and spec.data == designed.data
+        assert spec.train.options == designed.train.options
+        if name != "presets":
+            assert spec.search.distributions() == space
+            assert spec.search.fixed()["density"] == float(name.split("-d")[1])
+    assert specs["tpe-d0.01"].sampler.name == "tpe" and specs["tpe-d0.01"].validate.top_k == 5
+    for d in ("0.03", "0.01"):
+        rand = specs[f"random-d{d}"]
+        assert rand.sampler.name == "random" and rand.validate.random_k == rand.trials == 5
+    presets = specs["presets"]
+    assert presets.search.grid() == {"pruner": ["synflow", "synflow-l2", "synflow-l2-code"],
+                                     "density": [0.03, 0.01]}
+    assert presets.search.fixed() == {"iterations": 100, "schedule": "exponential"}
+    assert presets.validate.top_k == presets.trials == presets.search.grid_size()

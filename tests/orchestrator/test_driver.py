@@ -184,6 +184,39 @@ def test_a_grid_study_runs_every_grid_point_to_the_end(ray_local: None, tmp_path
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(180)
+def test_validation_seeds_train_each_chosen_configuration_once_per_seed(
+    ray_local: None, tmp_path: Path
+) -> None:
+    """Each chosen configuration is re-pruned and trained on every seed's weights: the study
+    seed's run reproduces its search trial, another seed's run differs; one row per run."""
+    from orchestrator.status import study_status
+
+    validate = {"top_k": 1, "random_k": 1, "epochs": 1, "seeds": [0, 3]}
+    spec = small_spec(trials=4, validate=validate)
+    out = tmp_path / "study"
+    assert _run(spec, out).complete == 4
+    rows = _rows(out)
+    _assert_each_trial_complete_once(rows, 4)  # also: every trial_id once
+    search = {r["optuna_number"]: r for r in rows if r["phase"] == "search"}
+    checked = [r for r in rows if r["phase"] != "search"]
+    assert len(checked) == 4 and all(r["state"] == "COMPLETE" for r in checked)
+    for phase in ("validate-top", "validate-random"):
+        runs = {r["seed"]: r for r in checked if r["phase"] == phase}
+        assert set(runs) == {0, 3}
+        number = runs[0]["optuna_number"]
+        assert runs[3]["optuna_number"] == number
+        assert runs[3]["trial_id"] == f"{phase}-{number}-s3-0"
+        assert runs[0]["log_path_kernel_trace"] == search[number]["log_path_kernel_trace"]
+        assert runs[3]["log_path_kernel_trace"] != runs[0]["log_path_kernel_trace"]
+        assert len(runs[3]["train_loss_curve"]) == 1
+    assert all(r["seed"] == 0 for r in search.values())
+    lines = study_status(spec, out, None, {})
+    assert "validation: validate-top 2/2, validate-random 2/2 COMPLETE" in lines
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_training_every_trial_optimizes_a_trained_metric(ray_local: None, tmp_path: Path) -> None:
     spec = small_spec(
         trials=2, train={"epochs": 1}, objectives=[{"metric": "test_accuracy"}], sampler="random"

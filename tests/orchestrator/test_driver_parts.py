@@ -286,3 +286,62 @@ def test_the_best_text_lags_rather_than_cost_more_than_its_share(
     monkeypatch.setattr(orchestrator.search, "BEST_TEXT_COST_FACTOR", 0.0)
     assert search.best_text() == "log_path_kernel_trace=2 (#1)"  # the stale text is redone
     assert search.best() == [{"number": 1, "values": [2.0]}]  # the summary never lags
+
+
+def test_validation_runs_each_chosen_configuration_once_per_seed_and_resume_skips_done_ones(
+    tmp_path: Path,
+) -> None:
+    """``validate.seeds``: one job per chosen configuration and seed, each with its own
+    ``config.seed``, row seed and ``trial_id``; rows on disk (keyed by phase, number, seed)
+    decide what a resume still runs."""
+    from orchestrator.recovery import Existing
+
+    spec = small_spec(validate={"top_k": 1, "random_k": 1, "epochs": 2, "seeds": [0, 5]})
+    study = optuna.create_study(direction="maximize")
+    existing: dict[tuple[str, int, int], Existing] = {}
+    search = OptunaSearch(
+        study, spec, BaseView(), SimpleNamespace(ask=0.0, tell=0.0), lambda: existing
+    )
+    for value in (1.0, 4.0, 2.0, 3.0):
+        job = search.ask()
+        search.tell(job.trial, job.number, [value])
+    jobs = search.plan_validation()
+    top = [j for j in jobs if j.phase == "validate-top"]
+    rand = [j for j in jobs if j.phase == "validate-random"]
+    assert [(j.number, j.seed, j.config.seed) for j in top] == [(1, 0, 0), (1, 5, 5)]
+    assert len(rand) == 2 and {j.seed for j in rand} == {0, 5} and rand[0].number != 1
+    assert rand[0].number == rand[1].number and rand[0].params == rand[1].params
+    assert all(j.config.train_epochs == 2 and j.attempt == 0 for j in jobs)
+    builder = RowBuilder.for_spec(spec, tmp_path, {"pathsweep_version": "v", "torch_version": "t"})
+    rows = [builder.row(j, "COMPLETE", INFO, (1.0, 2.0)) for j in jobs]
+    assert [r["seed"] for r in rows] == [0, 5, 0, 5]
+    assert rows[1]["trial_id"] == "validate-top-1-s5-0"
+    assert len({r["trial_id"] for r in rows}) == 4
+    # a resume: top/seed 0 is done, random/seed 5 failed for good, top/seed 5 lost an attempt
+    existing[("validate-top", 1, 0)] = Existing([0], complete={"state": "COMPLETE"})
+    existing[("validate-random", rand[1].number, 5)] = Existing([0], final_fail=True)
+    existing[("validate-top", 1, 5)] = Existing([0, 1])
+    again = search.plan_validation()
+    assert [(j.phase, j.seed, j.attempt) for j in again] == [
+        ("validate-top", 5, 2),
+        ("validate-random", 0, 0),
+    ]
+    plain = OptunaSearch(
+        study, small_spec(validate={"top_k": 1}), BaseView(), SimpleNamespace(), dict
+    )
+    (only,) = plain.plan_validation()
+    assert only.seed is None and only.config.seed == 0
+    assert builder.row(only, "COMPLETE", INFO, (1.0, 2.0))["trial_id"] == "validate-top-1-0"
+
+
+def test_status_reads_the_validation_seeds_from_the_written_spec(tmp_path: Path) -> None:
+    from orchestrator.spec import dump_spec
+    from orchestrator.status import StatusSpec
+    from orchestrator.studydir import SPEC_FILE
+
+    spec = small_spec(validate={"top_k": 2, "random_k": 1, "seeds": [1, 2, 3]})
+    (tmp_path / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+    assert StatusSpec.read(tmp_path) == StatusSpec.of(spec)
+    assert StatusSpec.of(spec).runs_per_config == 3
+    (tmp_path / SPEC_FILE).write_text(dump_spec(small_spec(validate={"top_k": 2})), "utf-8")
+    assert StatusSpec.read(tmp_path).runs_per_config == 1

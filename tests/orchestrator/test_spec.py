@@ -177,6 +177,31 @@ BAD_SPECS: list[tuple[str, str, str]] = [
         "validate.epochs >= 0",
     ),
     (
+        "validate seeds not a list",
+        SMALL_SPEC + "validate: {top_k: 1, seeds: 3}\n",
+        "validate.seeds must be a non-empty list of integers >= 0",
+    ),
+    (
+        "validate seeds empty",
+        SMALL_SPEC + "validate: {top_k: 1, seeds: []}\n",
+        "validate.seeds must be a non-empty list",
+    ),
+    (
+        "validate seed negative",
+        SMALL_SPEC + "validate: {top_k: 1, seeds: [0, -1]}\n",
+        "validate.seeds[1] >= 0 must hold",
+    ),
+    (
+        "validate seed not an integer",
+        SMALL_SPEC + "validate: {top_k: 1, seeds: [0, 1.5]}\n",
+        "validate.seeds[1] must be an integer",
+    ),
+    (
+        "validate seed repeated",
+        SMALL_SPEC + "validate: {top_k: 1, seeds: [0, 1, 0]}\n",
+        "validate.seeds must not repeat a seed",
+    ),
+    (
         "low > high",
         SMALL_SPEC.replace("{low: 1, high: 4}", "{low: 5, high: 4}"),
         "low <= high must hold",
@@ -457,3 +482,15 @@ def test_study_name_is_matched_whole() -> None:
         with pytest.raises(SpecError, match=r"^study must"):
             small_spec(study=bad)
     assert small_spec(study="a" * 100).study == "a" * 100
+
+
+def test_validate_seeds_parse_count_runs_and_round_trip() -> None:
+    spec = small_spec(validate={"top_k": 2, "random_k": 1, "epochs": 3, "seeds": [4, 0, 7]})
+    assert spec.validate.seeds == (4, 0, 7)  # in the spec's order
+    assert spec.validate.runs_per_config() == 3
+    assert parse_spec(load_yaml(dump_spec(spec))) == spec
+    plain = small_spec(validate={"top_k": 2})
+    assert plain.validate.seeds is None and plain.validate.runs_per_config() == 1
+    assert "seeds" not in load_yaml(dump_spec(plain))["validate"]
+    with pytest.raises(SpecError, match="at most 1,000 seeds"):
+        small_spec(validate={"top_k": 1, "seeds": list(range(1001))})
