@@ -187,7 +187,7 @@ class SynFlowRounds:
     One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
     place (the same values :func:`synflow_scores` rebuilds from the masks every round), and
     scores are returned for survivors only. A Conv2d with at most
-    :data:`SPARSE_MAX_DENSITY` of its weights left runs as :class:`SparseConv`: the same
+    :func:`sparse_max_density` of its weights left runs as :class:`SparseConv`: the same
     float64 sums over the survivors, added in another order (equal up to rounding, as two
     dense float64 implementations are; the tests check the masks against a plain loop).
 
@@ -220,7 +220,8 @@ class SynFlowRounds:
         leaves = dict(self.values)
         for name, module in self.convs.items():
             index = alive[name]
-            if index is not None and index.numel() <= SPARSE_MAX_DENSITY * module.weight.numel():
+            limit = sparse_max_density(self.net.positions.get(name))
+            if index is not None and index.numel() <= limit * module.weight.numel():
                 # Few survivors: the layer runs as a sparse product over them (its gradient
                 # is then the survivors' gradient, in flat order).
                 survivors = self.values[name].detach().reshape(-1).index_select(0, index)
@@ -251,8 +252,20 @@ class SynFlowRounds:
         return scores
 
 
-# A Conv2d layer with at most this fraction of its weights left runs as a sparse product.
-SPARSE_MAX_DENSITY = 0.025
+# A Conv2d layer with at most this fraction of its weights left runs as a sparse product;
+# by the number of output positions (H·W) at most, the fraction (measured on CPU in float64:
+# the dense layer's cost per weight grows more slowly with H·W than the sparse product's cost
+# per survivor, so layers of few positions turn sparse earlier).
+SPARSE_MAX_DENSITY: tuple[tuple[int, float], ...] = ((4, 0.1), (16, 0.05))
+SPARSE_MAX_DENSITY_DEFAULT = 0.025
+
+
+def sparse_max_density(positions: int | None) -> float:
+    """The largest density at which a Conv2d of ``positions`` output positions runs sparse."""
+    for most, density in SPARSE_MAX_DENSITY:
+        if positions is not None and positions <= most:
+            return density
+    return SPARSE_MAX_DENSITY_DEFAULT
 
 
 def _sparse_capable(model: nn.Module, name: str) -> nn.Conv2d | None:
@@ -273,11 +286,11 @@ class SparseConv:
     """A pruned Conv2d weight held as its survivors; calling it runs the convolution.
 
     The weight is the sparse ``out_channels x (in_channels · kernel)`` matrix of the survivors
-    (flat indices ``index``, values ``values``); the convolution is that matrix times the
-    unfolded input. Its backward gives the input gradient through the transposed matrix and
-    the survivors' gradient as ``Σ_positions grad_out[row] · unfolded[col]`` (sampled
+    (sorted flat indices ``index``, values ``values``); the convolution is that matrix times
+    the unfolded input. Its backward gives the input gradient through the transposed matrix
+    (a scatter-add of the survivors' rows) and the survivors' gradient as ``Σ_positions grad_out[row] · unfolded[col]`` (sampled
     dense-dense product), never a weight-sized tensor. Used by :class:`SynFlowRounds` once
-    a layer is sparse enough (:data:`SPARSE_MAX_DENSITY`) for this to be cheaper.
+    a layer is sparse enough (:func:`sparse_max_density`) for this to be cheaper.
     """
 
     def __init__(self, module: nn.Conv2d, index: torch.Tensor, values: torch.Tensor) -> None:
@@ -287,11 +300,7 @@ class SparseConv:
         out_channels, fan_in = self.shape
         self.rows = torch.div(index, fan_in, rounding_mode="floor")
         self.cols = index - self.rows * fan_in
-        self.crow = _offsets(self.rows, out_channels)
-        # The transpose in CSR form: survivors sorted by (column, row).
-        self.order = torch.argsort(self.cols * out_channels + self.rows)
-        self.crow_t = _offsets(self.cols, fan_in)
-        self.rows_t = self.rows.index_select(0, self.order)
+        self.crow = _offsets(self.rows, out_channels)  # CSR: ``index`` is sorted, so are rows
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, _SparseConvFunction.apply(x, self.values, self))
@@ -306,14 +315,6 @@ class SparseConv:
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         return _csr(self.crow, self.cols, values, self.shape)
-
-    def matrix_t(self, values: torch.Tensor) -> torch.Tensor:
-        return _csr(
-            self.crow_t,
-            self.rows_t,
-            values.index_select(0, self.order),
-            (self.shape[1], self.shape[0]),
-        )
 
 
 def _csr(
@@ -355,10 +356,15 @@ class _SparseConvFunction(torch.autograd.Function):
         conv: SparseConv = ctx.conv
         batch = ctx.batch
         g = grad.reshape(batch, conv.shape[0], -1).transpose(0, 1).reshape(conv.shape[0], -1)
-        grad_values = g.index_select(0, conv.rows).mul_(flat.index_select(0, conv.cols)).sum(-1)
+        g = g.contiguous()  # a gradient may arrive expanded (stride 0): gathers crawl on it
+        rows = g.index_select(0, conv.rows)  # grad_out[row] of every survivor
+        grad_values = (rows * flat.index_select(0, conv.cols)).sum(-1)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            cols = conv.matrix_t(values.detach()) @ g  # (fan_in, batch · positions)
+            # The transposed product as a scatter-add of the survivors' rows: no sorting of
+            # the survivors by column (which a transposed CSR matrix would need every round).
+            rows.mul_(values.detach().unsqueeze(1))
+            cols = g.new_zeros(conv.shape[1], g.shape[1]).index_add_(0, conv.cols, rows)
             cols = cols.view(conv.shape[1], batch, -1).transpose(0, 1)
             grad_x = conv.fold(cols, ctx.size)
         return grad_x, grad_values, None
