@@ -419,7 +419,9 @@ def _prune_rounds(
                     rounds.remove(n, dropped)
                 stay = torch.ones(compact[n].numel(), dtype=torch.bool, device=drop.device)
                 stay.index_fill_(0, drop, False)
-                alive[n] = torch.nonzero(stay).flatten() if index is None else index[stay]
+                if index is None:
+                    index = torch.arange(stay.numel(), device=stay.device)
+                alive[n] = index.masked_select(stay)  # faster than index[stay] or nonzero
     return masks
 
 

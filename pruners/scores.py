@@ -207,6 +207,8 @@ class SynFlowRounds:
         self.input = ctx.path_input(knobs.input)
         self.leaves = [n for n in ctx.names if n in self.values]
         self.convs = {n: m for n in self.leaves if (m := _sparse_capable(ctx.model, n))}
+        # Weight-gradient buffers of the convs still run dense, reused across rounds.
+        self.buffers: dict[str, torch.Tensor] = {}
 
     def remove(self, name: str, flat_index: torch.Tensor) -> None:
         """Zero the path values of pruned weights (flat indices into ``name``)."""
@@ -228,6 +230,11 @@ class SynFlowRounds:
                 survivors.requires_grad_()
                 values[name] = SparseConv(module, index, survivors)
                 leaves[name] = survivors
+                self.buffers.pop(name, None)
+            else:
+                if name not in self.buffers:
+                    self.buffers[name] = torch.empty_like(self.values[name].detach())
+                values[name] = DenseConv(module, self.values[name], self.buffers[name])
         out = self.net(values, self.input)
         grads = torch.autograd.grad(
             out.output.sum(), [leaves[n] for n in self.leaves], allow_unused=True
@@ -243,10 +250,18 @@ class SynFlowRounds:
                 scores[name] = torch.zeros(size, dtype=self.ctx.compute_dtype)
                 continue
             flat = grad.reshape(-1)
+            factor = None if self.factors is None else self.factors[name].reshape(-1)
+            if name in self.buffers and (index is None or 2 * index.numel() > flat.numel()):
+                # Most weights survive: scale the whole buffer in place, then gather once.
+                if factor is not None:
+                    flat = flat.mul_(factor)
+                elif index is None:
+                    flat = flat.clone()  # the buffer is overwritten next round
+                scores[name] = flat if index is None else flat.index_select(0, index)
+                continue
             if name not in compact and index is not None:
                 flat = flat.index_select(0, index)
-            if self.factors is not None:
-                factor = self.factors[name].reshape(-1)
+            if factor is not None:
                 flat = flat * (factor if index is None else factor.index_select(0, index))
             scores[name] = flat
         return scores
@@ -315,6 +330,55 @@ class SparseConv:
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         return _csr(self.crow, self.cols, values, self.shape)
+
+
+class DenseConv:
+    """A Conv2d weight run dense whose gradient is written into a buffer kept across rounds.
+
+    The same convolution and input gradient as ``conv2d``; the weight gradient is the one
+    product ``grad_out @ unfold(x)ᵀ`` written into ``buffer`` (what autograd's convolution
+    backward computes into a fresh zeroed tensor each round: on CPU, a weight-sized
+    allocation every round costs page faults and a zero fill). Used by
+    :class:`SynFlowRounds` for the convs not yet sparse enough for :class:`SparseConv`.
+    """
+
+    def __init__(self, module: nn.Conv2d, weight: torch.Tensor, buffer: torch.Tensor) -> None:
+        self.module = module
+        self.weight = weight
+        self.buffer = buffer
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, _DenseConvFunction.apply(x, self.weight, self))
+
+
+class _DenseConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, conv: DenseConv
+    ) -> torch.Tensor:
+        m = conv.module
+        ctx.save_for_backward(x, weight)
+        ctx.conv = conv
+        return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        conv: DenseConv = ctx.conv
+        m = conv.module
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, m.stride, m.padding, m.dilation,
+                False, [0, 0], 1, [True, False, False],
+            )[0]  # fmt: skip
+        cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+        out_channels, fan_in = m.out_channels, weight[0].numel()
+        batch = x.shape[0]
+        g = grad.reshape(batch, out_channels, -1).transpose(0, 1).reshape(out_channels, -1)
+        flat = cols.transpose(0, 1).reshape(fan_in, -1)
+        torch.mm(g, flat.t(), out=conv.buffer.view(out_channels, fan_in))
+        return grad_x, conv.buffer, None
 
 
 def _csr(

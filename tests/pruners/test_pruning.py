@@ -520,3 +520,39 @@ def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> No
     torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
     torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
     torch.testing.assert_close(got_v, want_w.flatten()[index], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"padding": 1},
+        {"padding": 0, "stride": 2},
+        {"padding": (2, 1), "dilation": 2},
+        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
+    ],
+)
+def test_dense_conv_equals_the_convolution_and_reuses_its_buffer(options: dict[str, Any]) -> None:
+    """Output, input gradient and weight gradient (into the kept buffer) vs ``conv2d``."""
+    torch.manual_seed(0)
+    options = {"kernel_size": 3, **options}
+    module = nn.Conv2d(5, 7, **options).double()
+    buffer = torch.empty_like(module.weight, dtype=torch.float64)
+    m = module
+    for trial in range(2):  # the second call overwrites the buffer with its own gradient
+        weight = (module.weight.detach().abs() * (trial + 1)).requires_grad_()
+        x = torch.rand(2, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+        want = F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+        grad = torch.rand_like(want)
+        want_x, want_w = torch.autograd.grad(want, [x, weight], grad)
+        x2 = x.detach().clone().requires_grad_()
+        got = scores_module.DenseConv(module, weight, buffer)(x2)
+        got_x, got_w = torch.autograd.grad(got, [x2, weight], grad)
+        assert got_w.data_ptr() == buffer.data_ptr()
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+        torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
+        torch.testing.assert_close(got_w, want_w, rtol=1e-13, atol=0)
+    # An input that needs no gradient (the network's input) gets none; the weight's still comes.
+    got_w = torch.autograd.grad(
+        scores_module.DenseConv(module, weight, buffer)(x.detach()), weight, grad
+    )[0]
+    torch.testing.assert_close(got_w, want_w, rtol=1e-13, atol=0)
