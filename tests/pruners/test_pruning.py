@@ -531,8 +531,12 @@ def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> No
         {"padding": 1, "bias": False, "kernel_size": (1, 3)},
     ],
 )
-def test_dense_conv_equals_the_convolution_and_reuses_its_buffer(options: dict[str, Any]) -> None:
+@pytest.mark.parametrize("mm_positions", [0, 10**6], ids=["conv-kernels", "matrix-product"])
+def test_dense_conv_equals_the_convolution_and_reuses_its_buffer(
+    options: dict[str, Any], mm_positions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Output, input gradient and weight gradient (into the kept buffer) vs ``conv2d``."""
+    monkeypatch.setattr(scores_module, "DENSE_MM_MAX_POSITIONS", mm_positions)
     torch.manual_seed(0)
     options = {"kernel_size": 3, **options}
     module = nn.Conv2d(5, 7, **options).double()
