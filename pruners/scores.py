@@ -403,14 +403,8 @@ class _DenseConvFunction(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_rows = torch.mm(g, weight_2d)  # (batch · positions, fan_in)
                 grad_cols = grad_rows.view(batch, -1, grad_rows.shape[1]).transpose(1, 2)
-                grad_x = F.fold(
-                    grad_cols,
-                    ctx.size,
-                    m.kernel_size,
-                    m.dilation,
-                    m.padding,
-                    m.stride,  # type: ignore[arg-type]
-                )
+                pad = cast(tuple[int, int], m.padding)  # never a string (see _sparse_capable)
+                grad_x = F.fold(grad_cols, ctx.size, m.kernel_size, m.dilation, pad, m.stride)
         torch.mm(g.t(), rows, out=conv.buffer.view(out_channels, -1))
         return grad_x, conv.buffer, None
 
