@@ -346,6 +346,7 @@ class DenseConv:
         self.module = module
         self.weight = weight
         self.buffer = buffer
+        self.calls = 0  # a module called twice (shared weights) needs a fresh gradient per call
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, _DenseConvFunction.apply(x, self.weight, self))
@@ -365,6 +366,7 @@ class _DenseConvFunction(torch.autograd.Function):
         m = conv.module
         batch, _, height, width = x.shape
         ctx.conv, ctx.size = conv, (height, width)
+        conv.calls += 1
         shape = _output_size(m, height, width)
         if shape[0] * shape[1] > DENSE_MM_MAX_POSITIONS:
             ctx.save_for_backward(x, weight)
@@ -405,6 +407,8 @@ class _DenseConvFunction(torch.autograd.Function):
                 grad_cols = grad_rows.view(batch, -1, grad_rows.shape[1]).transpose(1, 2)
                 pad = cast(tuple[int, int], m.padding)  # never a string (see _sparse_capable)
                 grad_x = F.fold(grad_cols, ctx.size, m.kernel_size, m.dilation, pad, m.stride)
+        if conv.calls > 1:  # autograd sums the calls' gradients: each needs its own tensor
+            return grad_x, torch.mm(g.t(), rows).view_as(weight), None
         torch.mm(g.t(), rows, out=conv.buffer.view(out_channels, -1))
         return grad_x, conv.buffer, None
 
