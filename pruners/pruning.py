@@ -339,7 +339,8 @@ def prune(
         invert: keep the *lowest* scores (the inversion sanity check of Frankle et al. 2021).
         seed: seed of the random scorer.
         dtype: dtype of path-based scores (default float64, whose rankings equal the exact
-            ones; float32 is about 4x faster on CPU but flips near-ties).
+            ones; float32 is faster, about 1.5x for 100 SynFlow rounds on VGG-16 on CPU, but
+            flips near-ties).
         parameters: explicit (module, parameter name) pairs to prune, as
             ``torch.nn.utils.prune.global_unstructured`` takes them (default: every weight of
             Linear/Conv/MultiheadAttention, see :func:`pruners.masks.default_parameters`).
@@ -385,8 +386,9 @@ def _prune_rounds(
     """The rounds of :func:`prune`: score, then :func:`select`, keeping only survivors' state.
 
     The same as ``masks = select(score_with(ctx, masks), masks, d, scope)`` every round (the
-    tests pin this), but survivors are tracked as flat indices: scores are gathered and ranked
-    over survivors only, masks change in place, and the SynFlow family keeps one set of path
+    tests pin this), but survivors are tracked as flat indices: scores are gathered over
+    survivors only, each round finds just the survivors to drop (:func:`drop_lowest_many`),
+    masks change in place, and the SynFlow family keeps one set of path
     values updated in place (:class:`~pruners.scores.SynFlowRounds`, whose sparse layers
     sum in another order: equal up to float64 rounding).
     """

@@ -187,9 +187,10 @@ class SynFlowRounds:
     One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
     place (the same values :func:`synflow_scores` rebuilds from the masks every round), and
     scores are returned for survivors only. A Conv2d with at most
-    :func:`sparse_max_density` of its weights left runs as :class:`SparseConv`: the same
-    float64 sums over the survivors, added in another order (equal up to rounding, as two
-    dense float64 implementations are; the tests check the masks against a plain loop).
+    :func:`sparse_max_density` of its weights left runs as :class:`SparseConv`, the others as
+    :class:`DenseConv` (weight gradient into a buffer kept across rounds): the same float64
+    sums, added in another order (equal up to rounding, as two dense float64
+    implementations are; the tests check the masks against a plain loop).
 
     Args:
         ctx: the scoring context (a SynFlow-family method).
