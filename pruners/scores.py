@@ -187,9 +187,10 @@ class SynFlowRounds:
     One set of path values ``|θ|^p`` is cloned once and pruned weights are zeroed in it in
     place (the same values :func:`synflow_scores` rebuilds from the masks every round), and
     scores are returned for survivors only. A Conv2d with at most
-    :data:`SPARSE_MAX_DENSITY` of its weights left runs as :class:`SparseConv`: the same
-    float64 sums over the survivors, added in another order (equal up to rounding, as two
-    dense float64 implementations are; the tests check the masks against a plain loop).
+    :func:`sparse_max_density` of its weights left runs as :class:`SparseConv`, the others as
+    :class:`DenseConv` (weight gradient into a buffer kept across rounds): the same float64
+    sums, added in another order (equal up to rounding, as two dense float64
+    implementations are; the tests check the masks against a plain loop).
 
     Args:
         ctx: the scoring context (a SynFlow-family method).
@@ -207,6 +208,8 @@ class SynFlowRounds:
         self.input = ctx.path_input(knobs.input)
         self.leaves = [n for n in ctx.names if n in self.values]
         self.convs = {n: m for n in self.leaves if (m := _sparse_capable(ctx.model, n))}
+        # Weight-gradient buffers of the convs still run dense, reused across rounds.
+        self.buffers: dict[str, torch.Tensor] = {}
 
     def remove(self, name: str, flat_index: torch.Tensor) -> None:
         """Zero the path values of pruned weights (flat indices into ``name``)."""
@@ -220,13 +223,19 @@ class SynFlowRounds:
         leaves = dict(self.values)
         for name, module in self.convs.items():
             index = alive[name]
-            if index is not None and index.numel() <= SPARSE_MAX_DENSITY * module.weight.numel():
+            limit = sparse_max_density(self.net.positions.get(name))
+            if index is not None and index.numel() <= limit * module.weight.numel():
                 # Few survivors: the layer runs as a sparse product over them (its gradient
                 # is then the survivors' gradient, in flat order).
                 survivors = self.values[name].detach().reshape(-1).index_select(0, index)
                 survivors.requires_grad_()
                 values[name] = SparseConv(module, index, survivors)
                 leaves[name] = survivors
+                self.buffers.pop(name, None)
+            else:
+                if name not in self.buffers:
+                    self.buffers[name] = torch.empty_like(self.values[name].detach())
+                values[name] = DenseConv(module, self.values[name], self.buffers[name])
         out = self.net(values, self.input)
         grads = torch.autograd.grad(
             out.output.sum(), [leaves[n] for n in self.leaves], allow_unused=True
@@ -242,17 +251,37 @@ class SynFlowRounds:
                 scores[name] = torch.zeros(size, dtype=self.ctx.compute_dtype)
                 continue
             flat = grad.reshape(-1)
+            factor = None if self.factors is None else self.factors[name].reshape(-1)
+            if name in self.buffers and (index is None or 2 * index.numel() > flat.numel()):
+                # Most weights survive: scale the whole buffer in place, then gather once.
+                if factor is not None:
+                    flat = flat.mul_(factor)
+                elif index is None:
+                    flat = flat.clone()  # the buffer is overwritten next round
+                scores[name] = flat if index is None else flat.index_select(0, index)
+                continue
             if name not in compact and index is not None:
                 flat = flat.index_select(0, index)
-            if self.factors is not None:
-                factor = self.factors[name].reshape(-1)
+            if factor is not None:
                 flat = flat * (factor if index is None else factor.index_select(0, index))
             scores[name] = flat
         return scores
 
 
-# A Conv2d layer with at most this fraction of its weights left runs as a sparse product.
-SPARSE_MAX_DENSITY = 0.025
+# A Conv2d layer with at most this fraction of its weights left runs as a sparse product;
+# by the number of output positions (H·W) at most, the fraction (measured on CPU in float64:
+# the dense layer's cost per weight grows more slowly with H·W than the sparse product's cost
+# per survivor, so layers of few positions turn sparse earlier).
+SPARSE_MAX_DENSITY: tuple[tuple[int, float], ...] = ((4, 0.07), (16, 0.04))
+SPARSE_MAX_DENSITY_DEFAULT = 0.025
+
+
+def sparse_max_density(positions: int | None) -> float:
+    """The largest density at which a Conv2d of ``positions`` output positions runs sparse."""
+    for most, density in SPARSE_MAX_DENSITY:
+        if positions is not None and positions <= most:
+            return density
+    return SPARSE_MAX_DENSITY_DEFAULT
 
 
 def _sparse_capable(model: nn.Module, name: str) -> nn.Conv2d | None:
@@ -273,11 +302,11 @@ class SparseConv:
     """A pruned Conv2d weight held as its survivors; calling it runs the convolution.
 
     The weight is the sparse ``out_channels x (in_channels · kernel)`` matrix of the survivors
-    (flat indices ``index``, values ``values``); the convolution is that matrix times the
-    unfolded input. Its backward gives the input gradient through the transposed matrix and
-    the survivors' gradient as ``Σ_positions grad_out[row] · unfolded[col]`` (sampled
+    (sorted flat indices ``index``, values ``values``); the convolution is that matrix times
+    the unfolded input. Its backward gives the input gradient through the transposed matrix
+    (a scatter-add of the survivors' rows) and the survivors' gradient as ``Σ_positions grad_out[row] · unfolded[col]`` (sampled
     dense-dense product), never a weight-sized tensor. Used by :class:`SynFlowRounds` once
-    a layer is sparse enough (:data:`SPARSE_MAX_DENSITY`) for this to be cheaper.
+    a layer is sparse enough (:func:`sparse_max_density`) for this to be cheaper.
     """
 
     def __init__(self, module: nn.Conv2d, index: torch.Tensor, values: torch.Tensor) -> None:
@@ -287,11 +316,7 @@ class SparseConv:
         out_channels, fan_in = self.shape
         self.rows = torch.div(index, fan_in, rounding_mode="floor")
         self.cols = index - self.rows * fan_in
-        self.crow = _offsets(self.rows, out_channels)
-        # The transpose in CSR form: survivors sorted by (column, row).
-        self.order = torch.argsort(self.cols * out_channels + self.rows)
-        self.crow_t = _offsets(self.cols, fan_in)
-        self.rows_t = self.rows.index_select(0, self.order)
+        self.crow = _offsets(self.rows, out_channels)  # CSR: ``index`` is sorted, so are rows
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, _SparseConvFunction.apply(x, self.values, self))
@@ -307,13 +332,94 @@ class SparseConv:
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         return _csr(self.crow, self.cols, values, self.shape)
 
-    def matrix_t(self, values: torch.Tensor) -> torch.Tensor:
-        return _csr(
-            self.crow_t,
-            self.rows_t,
-            values.index_select(0, self.order),
-            (self.shape[1], self.shape[0]),
-        )
+
+class DenseConv:
+    """A Conv2d weight run dense whose gradient is written into a buffer kept across rounds.
+
+    The same convolution and input gradient as ``conv2d``; the weight gradient is the one
+    product ``grad_out @ unfold(x)ᵀ`` written into ``buffer`` (what autograd's convolution
+    backward computes into a fresh zeroed tensor each round: on CPU, a weight-sized
+    allocation every round costs page faults and a zero fill). Used by
+    :class:`SynFlowRounds` for the convs not yet sparse enough for :class:`SparseConv`.
+    """
+
+    def __init__(self, module: nn.Conv2d, weight: torch.Tensor, buffer: torch.Tensor) -> None:
+        self.module = module
+        self.weight = weight
+        self.buffer = buffer
+        self.calls = 0  # a module called twice (shared weights) needs a fresh gradient per call
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, _DenseConvFunction.apply(x, self.weight, self))
+
+
+# Convs with at most this many output positions (H·W) per example run as one matrix product
+# with the positions as rows: on CPU, BLAS streams the weight about twice as fast that way
+# than through the convolution kernels when the weight is large and the image small.
+DENSE_MM_MAX_POSITIONS = 64
+
+
+class _DenseConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, conv: DenseConv
+    ) -> torch.Tensor:
+        m = conv.module
+        batch, _, height, width = x.shape
+        ctx.conv, ctx.size = conv, (height, width)
+        conv.calls += 1
+        shape = _output_size(m, height, width)
+        if shape[0] * shape[1] > DENSE_MM_MAX_POSITIONS:
+            ctx.save_for_backward(x, weight)
+            ctx.rows = None
+            return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+        # rows: one per (example, position), the unfolded input window as columns.
+        cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        ctx.save_for_backward(rows, weight)
+        ctx.rows = True
+        out = torch.mm(rows, weight.detach().view(weight.shape[0], -1).t())
+        return out.view(batch, -1, out.shape[1]).transpose(1, 2).reshape(batch, -1, *shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, None]:  # type: ignore[override]
+        saved, weight = ctx.saved_tensors
+        conv: DenseConv = ctx.conv
+        m = conv.module
+        out_channels = m.out_channels
+        weight_2d = weight.detach().view(out_channels, -1)
+        batch = grad.shape[0]
+        # grad_out with one row per (example, position)
+        g = grad.reshape(batch, out_channels, -1).transpose(1, 2).reshape(-1, out_channels)
+        if ctx.rows is None:
+            x = saved
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.ops.aten.convolution_backward(
+                    grad, x, weight, None, m.stride, m.padding, m.dilation,
+                    False, [0, 0], 1, [True, False, False],
+                )[0]  # fmt: skip
+            cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        else:
+            rows, grad_x = saved, None
+            if ctx.needs_input_grad[0]:
+                grad_rows = torch.mm(g, weight_2d)  # (batch · positions, fan_in)
+                grad_cols = grad_rows.view(batch, -1, grad_rows.shape[1]).transpose(1, 2)
+                pad = cast(tuple[int, int], m.padding)  # never a string (see _sparse_capable)
+                grad_x = F.fold(grad_cols, ctx.size, m.kernel_size, m.dilation, pad, m.stride)
+        if conv.calls > 1:  # autograd sums the calls' gradients: each needs its own tensor
+            return grad_x, torch.mm(g.t(), rows).view_as(weight), None
+        torch.mm(g.t(), rows, out=conv.buffer.view(out_channels, -1))
+        return grad_x, conv.buffer, None
+
+
+def _output_size(m: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
+    """Output height and width of a Conv2d with numeric padding on a height x width input."""
+    pad = cast(tuple[int, int], m.padding)  # never a string here (see _sparse_capable)
+    out_h = height + 2 * pad[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1
+    out_w = width + 2 * pad[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1
+    return (out_h // m.stride[0] + 1, out_w // m.stride[1] + 1)
 
 
 def _csr(
@@ -342,11 +448,7 @@ class _SparseConvFunction(torch.autograd.Function):
         out = conv.matrix(values.detach()) @ flat  # (out_channels, batch · positions)
         ctx.save_for_backward(flat, values)
         ctx.conv, ctx.size, ctx.batch = conv, (height, width), batch
-        m = conv.module
-        pad = cast(tuple[int, int], m.padding)  # never a string here (see _sparse_capable)
-        out_h = height + 2 * pad[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1
-        out_w = width + 2 * pad[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1
-        shape = (out_h // m.stride[0] + 1, out_w // m.stride[1] + 1)
+        shape = _output_size(conv.module, height, width)
         return out.view(-1, batch, positions).transpose(0, 1).reshape(batch, -1, *shape)
 
     @staticmethod
@@ -355,10 +457,15 @@ class _SparseConvFunction(torch.autograd.Function):
         conv: SparseConv = ctx.conv
         batch = ctx.batch
         g = grad.reshape(batch, conv.shape[0], -1).transpose(0, 1).reshape(conv.shape[0], -1)
-        grad_values = g.index_select(0, conv.rows).mul_(flat.index_select(0, conv.cols)).sum(-1)
+        g = g.contiguous()  # a gradient may arrive expanded (stride 0): gathers crawl on it
+        rows = g.index_select(0, conv.rows)  # grad_out[row] of every survivor
+        grad_values = (rows * flat.index_select(0, conv.cols)).sum(-1)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            cols = conv.matrix_t(values.detach()) @ g  # (fan_in, batch · positions)
+            # The transposed product as a scatter-add of the survivors' rows: no sorting of
+            # the survivors by column (which a transposed CSR matrix would need every round).
+            rows.mul_(values.detach().unsqueeze(1))
+            cols = g.new_zeros(conv.shape[1], g.shape[1]).index_add_(0, conv.cols, rows)
             cols = cols.view(conv.shape[1], batch, -1).transpose(0, 1)
             grad_x = conv.fold(cols, ctx.size)
         return grad_x, grad_values, None

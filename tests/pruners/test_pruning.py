@@ -170,6 +170,62 @@ def test_keep_top_large_input_whose_strided_sample_misleads() -> None:
         assert torch.equal(keep_top(values, k), reference_keep(values, k))
 
 
+def _dropped_by_keep_top(values: list[torch.Tensor], m: int) -> list[torch.Tensor]:
+    """What the sort reference leaves out when keeping all but ``m`` (ties: lower kept)."""
+    flat = torch.cat(values)
+    keep = reference_keep(flat, flat.numel() - m)
+    return [(~k).nonzero().flatten() for k in keep.split([v.numel() for v in values])]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_drop_lowest_many_is_the_complement_of_keep_top_on_tied_inputs(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    values = [torch.randint(0, 4, (s,), generator=gen).double() for s in (30, 1, 0, 55)]
+    n = sum(v.numel() for v in values)
+    for m in (-2, 0, 1, 5, 20, 43, n - 1, n, n + 3):
+        got = pruning.drop_lowest_many(values, m)
+        want = _dropped_by_keep_top(values, min(max(m, 0), n))
+        assert [g.tolist() for g in got] == [w.tolist() for w in want], m
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: torch.rand(LARGE, generator=g, dtype=torch.float64).pow(3),
+        lambda g: torch.randint(0, 40, (LARGE,), generator=g).double(),  # massive ties
+    ],
+    ids=["skewed", "ties"],
+)
+def test_drop_lowest_many_on_large_inputs_equals_the_sort_reference(
+    make: Callable[[torch.Generator], torch.Tensor], kthvalue_sizes: list[int]
+) -> None:
+    values = make(torch.Generator().manual_seed(0))
+    parts = list(values.split([LARGE // 3, 7, LARGE - LARGE // 3 - 7]))
+    for m in (1, LARGE // 22, LARGE // 2, LARGE - 5):
+        kthvalue_sizes.clear()
+        got = pruning.drop_lowest_many(parts, m)
+        assert sum(g.numel() for g in got) == m
+        want = _dropped_by_keep_top(parts, m)
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True)), m
+    # A round of iterative pruning (drop ~4.5%) ranks a small candidate set, not everything.
+    kthvalue_sizes.clear()
+    pruning.drop_lowest_many(parts, LARGE // 22)
+    assert kthvalue_sizes and max(kthvalue_sizes) < LARGE // 10
+
+
+def test_drop_lowest_many_when_the_sample_misleads_and_on_nan() -> None:
+    step = max(1, LARGE // 65_536)
+    for seen in (0.0, 2.0):  # the strided sample sees only values below / above all others
+        gen = torch.Generator().manual_seed(3)
+        values = torch.rand(LARGE, generator=gen, dtype=torch.float64) + 1.0
+        values[::step] = seen
+        for m in (5, LARGE // 22, LARGE // 2):
+            got = pruning.drop_lowest_many([values], m)[0]
+            assert torch.equal(got, _dropped_by_keep_top([values], m)[0]), (seen, m)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        pruning.drop_lowest_many([torch.tensor([1.0, 0.5]), torch.tensor([float("nan")])], 1)
+
+
 # --------------------------------------------------------------------------- select
 
 
@@ -415,12 +471,12 @@ def plain_synflow64(model: nn.Module, density: float, iterations: int) -> dict[s
 
 def test_synflow_100_rounds_equal_the_plain_float64_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Late rounds run the sparse layers (:class:`pruners.scores.SparseConv`): same masks."""
-    built: list[int] = []
+    built: list[float] = []  # density of each layer run sparse
 
     class Counting(scores_module.SparseConv):
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
-            built.append(self.values.numel())
+            built.append(self.values.numel() / self.module.weight.numel())
 
     monkeypatch.setattr(scores_module, "SparseConv", Counting)
     torch.manual_seed(1)
@@ -430,6 +486,9 @@ def test_synflow_100_rounds_equal_the_plain_float64_loop(monkeypatch: pytest.Mon
     for n in want:
         assert torch.equal(got[n], want[n]), n
     assert len(built) > 50  # the sparse product ran, in many rounds and layers
+    # Layers of few output positions (2x2 here) turn sparse earlier than the others.
+    assert max(built) > scores_module.SPARSE_MAX_DENSITY_DEFAULT
+    assert scores_module.sparse_max_density(4) > scores_module.sparse_max_density(None)
 
 
 @pytest.mark.parametrize(
@@ -461,3 +520,43 @@ def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> No
     torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
     torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
     torch.testing.assert_close(got_v, want_w.flatten()[index], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"padding": 1},
+        {"padding": 0, "stride": 2},
+        {"padding": (2, 1), "dilation": 2},
+        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
+    ],
+)
+@pytest.mark.parametrize("mm_positions", [0, 10**6], ids=["conv-kernels", "matrix-product"])
+def test_dense_conv_equals_the_convolution_and_reuses_its_buffer(
+    options: dict[str, Any], mm_positions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output, input gradient and weight gradient (into the kept buffer) vs ``conv2d``."""
+    monkeypatch.setattr(scores_module, "DENSE_MM_MAX_POSITIONS", mm_positions)
+    torch.manual_seed(0)
+    options = {"kernel_size": 3, **options}
+    module = nn.Conv2d(5, 7, **options).double()
+    buffer = torch.empty_like(module.weight, dtype=torch.float64)
+    m = module
+    for trial in range(2):  # the second call overwrites the buffer with its own gradient
+        weight = (module.weight.detach().abs() * (trial + 1)).requires_grad_()
+        x = torch.rand(2, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+        want = F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
+        grad = torch.rand_like(want)
+        want_x, want_w = torch.autograd.grad(want, [x, weight], grad)
+        x2 = x.detach().clone().requires_grad_()
+        got = scores_module.DenseConv(module, weight, buffer)(x2)
+        got_x, got_w = torch.autograd.grad(got, [x2, weight], grad)
+        assert got_w.data_ptr() == buffer.data_ptr()
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+        torch.testing.assert_close(got_x, want_x, rtol=1e-13, atol=0)
+        torch.testing.assert_close(got_w, want_w, rtol=1e-13, atol=0)
+    # An input that needs no gradient (the network's input) gets none; the weight's still comes.
+    got_w = torch.autograd.grad(
+        scores_module.DenseConv(module, weight, buffer)(x.detach()), weight, grad
+    )[0]
+    torch.testing.assert_close(got_w, want_w, rtol=1e-13, atol=0)

@@ -496,3 +496,29 @@ def test_code_variant_of_synflow_l2_is_the_family_member_p1_a2(sample: PruneSamp
     paper = pruners.prune(model, "synflow-l2", 0.05, 5, **args)
     assert_same_masks(code, member)
     assert any(not torch.equal(code[n], paper[n]) for n in code)
+
+
+class _SharedConv(nn.Module):
+    """One conv applied twice (shared weights): its gradient is the sum over both calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.shared = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.shared(x))
+        x = torch.relu(self.shared(x))
+        return self.head(x.flatten(1))
+
+
+def test_synflow_on_a_conv_called_twice_equals_straightforward_implementation() -> None:
+    """The dense conv's gradient buffer (kept across rounds) must not lose either call's part."""
+    torch.manual_seed(0)
+    model = _SharedConv().double()
+    ones = torch.ones(1, *SHAPE, dtype=torch.float64)
+    want = reference_synflow_prune(model, 0.1, 5, power=1.0, score_power=1.0, x=ones)
+    got = pruners.prune(model, "synflow", 0.1, 5, input_shape=SHAPE)
+    assert_same_masks(got, want)
