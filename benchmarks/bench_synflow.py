@@ -13,7 +13,11 @@ goes (scoring passes vs selection), and whether the masks are identical. Impleme
 alternately, ``--repeats`` times each, so that load on a shared machine hits all alike; the
 medians are reported.
 
-Usage: ``python benchmarks/bench_synflow.py [--rounds 100] [--repeats 1] [--threads 1]``
+On ``--device cuda`` every implementation runs on the GPU and the timers synchronize the
+device before they read the clock (the CPU times are then those of the host thread only).
+
+Usage: ``python benchmarks/bench_synflow.py [--rounds 100] [--repeats 1] [--threads 1]
+[--device cpu]``
 """
 
 from __future__ import annotations
@@ -32,11 +36,18 @@ from pruners import scores as scores_module
 from pruners.masks import prunable_parameters
 
 SHAPE = (3, 32, 32)
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    """Wait for the device, so that a clock read after it sees the work done."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return pruners.build_model(name, SHAPE, 10).eval()
+    return pruners.build_model(name, SHAPE, 10).eval().to(DEVICE)
 
 
 def plain_loop(
@@ -51,8 +62,9 @@ def plain_loop(
             p.abs_()
     masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
     total = sum(m.numel() for m in masks.values())
-    ones = torch.ones(1, *SHAPE, dtype=dtype)
+    ones = torch.ones(1, *SHAPE, dtype=dtype, device=DEVICE)
     for r in range(1, rounds + 1):
+        _sync()
         start = time.perf_counter()
         with torch.no_grad():
             for n in names:
@@ -64,12 +76,14 @@ def plain_loop(
             assert grad is not None
             scores[n] = grad.mul_(params[n]).abs_()
             params[n].grad = None
+        _sync()
         middle = time.perf_counter()
         flat = torch.cat([s.flatten() for s in scores.values()])
         prune_count = total - round(total * density ** (r / rounds))
         if prune_count >= 1:
             threshold = torch.kthvalue(flat, prune_count).values
             masks = {n: s > threshold for n, s in scores.items()}
+        _sync()
         clock["scoring"] += middle - start
         clock["selection"] += time.perf_counter() - middle
         for p in params.values():
@@ -84,8 +98,10 @@ def pathsweep_prune(
     original = scores_module.SynFlowRounds.scores_at
 
     def timed(self: Any, alive: Any) -> Any:
+        _sync()
         start = time.perf_counter()
         out = original(self, alive)
+        _sync()
         clock["scoring"] += time.perf_counter() - start
         return out
 
@@ -93,6 +109,7 @@ def pathsweep_prune(
     try:
         start = time.perf_counter()
         masks = pruners.prune(model, "synflow", density, rounds, input_shape=SHAPE, dtype=dtype)
+        _sync()
         clock["selection"] += time.perf_counter() - start  # minus scoring, below
     finally:
         scores_module.SynFlowRounds.scores_at = original  # type: ignore[method-assign]
@@ -119,14 +136,16 @@ def bench(name: str, rounds: int, density: float, repeats: int) -> None:
     for _ in range(repeats):
         for key, (fn, dtype) in impls.items():
             clock = {"scoring": 0.0, "selection": 0.0}
+            _sync()
             start, start_cpu = time.perf_counter(), time.process_time()
             masks[key] = fn(model, density, rounds, dtype, clock)
+            _sync()
             wall[key].append(time.perf_counter() - start)
             cpu[key].append(time.process_time() - start_cpu)
             clocks[key].append(clock)
     med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in impls}
     total = sum(m.numel() for m in masks["float64 loop"].values())
-    print(f"[{name}] SynFlow, {rounds} rounds to density {density}, {total} prunable weights")
+    print(f"[{name}, {DEVICE}] SynFlow, {rounds} rounds to density {density}, {total} prunable weights")
     for key in impls:
         w, c = med[key]
         split = {
@@ -157,9 +176,15 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=["vgg11", "vgg16"])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"bench_synflow: --device {args.device} needs CUDA, which torch does not see")
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {where}")
     for name in args.models:
         bench(name, args.rounds, args.density, args.repeats)
 

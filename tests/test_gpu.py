@@ -6,6 +6,7 @@ failure so a GPU check can never pass without running.
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 from collections.abc import Iterator
@@ -109,6 +110,23 @@ def test_prune_on_cuda_matches_the_cpu(
 
 
 @pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (None, 1e-6)])
+def test_synflow_on_a_vgg_on_cuda_matches_the_cpu(memory_baseline: None) -> None:
+    """VGG-11 at CIFAR shape: the dense-conv buffers, the matrix-product convs and the sparse
+    convs (2x2 layers go sparse below 7% density) all run on CUDA within 20 rounds."""
+    shape = (3, 32, 32)
+    torch.manual_seed(0)
+    cpu_model = pruners.build_model("vgg11", shape, 10)
+    cuda_model = copy.deepcopy(cpu_model).to(DEVICE)
+    on_cpu = pruners.prune(cpu_model, "synflow", 0.01, 20, input_shape=shape)
+    on_cuda = pruners.prune(cuda_model, "synflow", 0.01, 20, input_shape=shape)
+    assert on_cuda.keys() == on_cpu.keys()
+    both = sum(int((on_cpu[k] & on_cuda[k].cpu()).sum()) for k in on_cpu)
+    kept = [sum(int(m.sum()) for m in ms.values()) for ms in (on_cpu, on_cuda)]
+    assert kept[0] == kept[1]
+    # float64 scores; only near-ties at a threshold may fall differently on the two devices
+    assert both / (2 * kept[0] - both) >= 0.99  # Jaccard of the kept sets
+
+
 def test_stats_on_cuda_match_the_cpu(
     dtype: torch.dtype | None, rel: float, memory_baseline: None
 ) -> None:
