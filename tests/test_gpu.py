@@ -109,7 +109,6 @@ def test_prune_on_cuda_matches_the_cpu(
     assert _agreement(on_cpu, on_cuda) >= (0.999 if method.startswith("synflow") else 0.98)
 
 
-@pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (None, 1e-6)])
 def test_synflow_on_a_vgg_on_cuda_matches_the_cpu(memory_baseline: None) -> None:
     """VGG-11 at CIFAR shape: the dense-conv buffers, the matrix-product convs and the sparse
     convs (2x2 layers go sparse below 7% density) all run on CUDA within 20 rounds."""
@@ -127,6 +126,7 @@ def test_synflow_on_a_vgg_on_cuda_matches_the_cpu(memory_baseline: None) -> None
     assert both / (2 * kept[0] - both) >= 0.99  # Jaccard of the kept sets
 
 
+@pytest.mark.parametrize(("dtype", "rel"), [(torch.float64, 1e-12), (None, 1e-6)])
 def test_stats_on_cuda_match_the_cpu(
     dtype: torch.dtype | None, rel: float, memory_baseline: None
 ) -> None:
