@@ -491,15 +491,16 @@ def test_synflow_100_rounds_equal_the_plain_float64_loop(monkeypatch: pytest.Mon
     assert scores_module.sparse_max_density(4) > scores_module.sparse_max_density(None)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"padding": 1},
-        {"padding": 0, "stride": 2},
-        {"padding": (2, 1), "dilation": 2},
-        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
-    ],
-)
+# Conv2d options that change how positions map to inputs (padding, stride, dilation, shape).
+CONV_OPTIONS: list[dict[str, Any]] = [
+    {"padding": 1},
+    {"padding": 0, "stride": 2},
+    {"padding": (2, 1), "dilation": 2},
+    {"padding": 1, "bias": False, "kernel_size": (1, 3)},
+]
+
+
+@pytest.mark.parametrize("options", CONV_OPTIONS)
 def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> None:
     """Output, input gradient and survivors' gradient of the sparse product vs ``conv2d``."""
     torch.manual_seed(0)
@@ -522,15 +523,7 @@ def test_sparse_conv_equals_the_dense_convolution(options: dict[str, Any]) -> No
     torch.testing.assert_close(got_v, want_w.flatten()[index], rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"padding": 1},
-        {"padding": 0, "stride": 2},
-        {"padding": (2, 1), "dilation": 2},
-        {"padding": 1, "bias": False, "kernel_size": (1, 3)},
-    ],
-)
+@pytest.mark.parametrize("options", CONV_OPTIONS)
 @pytest.mark.parametrize("mm_positions", [0, 10**6], ids=["conv-kernels", "matrix-product"])
 def test_dense_conv_equals_the_convolution_and_reuses_its_buffer(
     options: dict[str, Any], mm_positions: int, monkeypatch: pytest.MonkeyPatch
