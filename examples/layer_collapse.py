@@ -20,13 +20,17 @@ Setup, matching the SynFlow paper's code for this figure (``lottery`` VGG-16-bn)
   (0.5071, 0.4865, 0.4409); SNIP and GraSP score a stand-in batch of ``--batch`` standard
   normal images (normalized-input scale) with labels cycling over the 100 classes.
 
-Bisection assumes collapse is monotone in compression (true for single-shot global pruning;
-assumed for iterative pruners). The reported value ``c`` is the smallest tested compression that
-collapsed; the largest tested one that did not is within ``--tol`` below it.
+Bisection assumes collapse is monotone in compression: true for single-shot global pruning
+(the kept sets are nested), false for the iterative pruners near the maximum, whose last rounds
+remove a few weights at once (SynFlow here: collapsed at 10^5.92, intact at 10^5.95). For them,
+``--scan START STOP`` tests every ``--step`` instead. The reported value ``c`` is the smallest
+tested compression that collapsed; the largest tested one that did not is within ``--tol``
+(bisection) or ``--step`` (scan) below it.
 
-Usage::
+Usage (docs/results.md, section 1, lists the commands that produced its table)::
 
-    nice -n 10 python examples/layer_collapse.py --out docs/figures/layer_collapse.json
+    python examples/layer_collapse.py --methods random magnitude snip grasp --out r.json
+    python examples/layer_collapse.py --methods synflow --scan 5.6 6.03 --step 0.01 --out r.json
 """
 
 from __future__ import annotations
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--tol", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=100, help="stand-in batch for SNIP/GraSP")
-    parser.add_argument("--step", type=float, default=0.25, help="bracket search step")
+    parser.add_argument("--step", type=float, default=0.25, help="bracket search step; the grid step of --scan")
     parser.add_argument("--guess", nargs="*", default=[], metavar="METHOD=C",
                         help="first guesses of the critical log10 compression")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
