@@ -214,6 +214,11 @@ def plot(payload: dict, path: Path) -> Path:
            label="published (Tanaka et al. 2020, Fig. 1)")
     ax.axhline(payload["theoretical_max"], color="0.3", linestyle="--", linewidth=1,
                label=f"theoretical max {payload['theoretical_max']:.2f} (one weight per layer)")
+    f32 = [(i, results[m]["float32"]["critical_compression"]) for i, m in zip(x, names, strict=True)
+           if isinstance(results[m].get("float32"), dict)]  # fmt: skip
+    if f32:
+        ax.scatter([i - 0.2 for i, _ in f32], [c for _, c in f32], marker="x", color="black",
+                   zorder=3, label="same pruner, float32 scores (smallest collapsed)")  # fmt: skip
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_ylabel("critical compression (log10 of 1 / density)")
     ax.set_title("Layer collapse, VGG-16-bn at CIFAR-100 shape (error bar: bracket)")
