@@ -69,3 +69,15 @@ def test_scan_refuses_an_empty_grid(script: ModuleType, start: float, stop: floa
                                     step: float) -> None:
     with pytest.raises(ValueError, match="start <= stop"):
         script.scan(lambda _: False, start, stop, step, lambda _: None)
+
+
+def test_plot_draws_a_scan_without_intact_point_and_float32_marks(script: ModuleType,
+                                                                  tmp_path: Path) -> None:
+    seed = {"seed": 0, "lo": None, "hi": 5.0, "runs": 1}
+    payload = {"theoretical_max": 6.02, "results": {
+        "synflow": {"critical_compression": 5.0, "per_seed": [seed], "published": 5.92,
+                    "float32": {"critical_compression": 5.1, "per_seed": [seed]}},
+        "random": {"critical_compression": 3.3, "published": 3.33,
+                   "per_seed": [{"seed": 0, "lo": 3.25, "hi": 3.3, "runs": 5}]}}}
+    out = script.plot(payload, tmp_path / "c.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
