@@ -20,13 +20,17 @@ Setup, matching the SynFlow paper's code for this figure (``lottery`` VGG-16-bn)
   (0.5071, 0.4865, 0.4409); SNIP and GraSP score a stand-in batch of ``--batch`` standard
   normal images (normalized-input scale) with labels cycling over the 100 classes.
 
-Bisection assumes collapse is monotone in compression (true for single-shot global pruning;
-assumed for iterative pruners). The reported value ``c`` is the smallest tested compression that
-collapsed; the largest tested one that did not is within ``--tol`` below it.
+Bisection assumes collapse is monotone in compression: true for single-shot global pruning
+(the kept sets are nested), false for the iterative pruners near the maximum, whose last rounds
+remove a few weights at once (SynFlow here: collapsed at 10^5.92, intact at 10^5.95). For them,
+``--scan START STOP`` tests every ``--step`` instead. The reported value ``c`` is the smallest
+tested compression that collapsed; the largest tested one that did not is within ``--tol``
+(bisection) or ``--step`` (scan) below it.
 
-Usage::
+Usage (docs/results.md, section 1, lists the commands that produced its table)::
 
-    nice -n 10 python examples/layer_collapse.py --out docs/figures/layer_collapse.json
+    python examples/layer_collapse.py --methods random magnitude snip grasp --out r.json
+    python examples/layer_collapse.py --methods synflow --scan 5.6 6.03 --step 0.01 --out r.json
 """
 
 from __future__ import annotations
@@ -118,6 +122,46 @@ def bisect(
     return lo, hi, runs
 
 
+def scan(
+    is_collapsed: Callable[[float], bool], start: float, stop: float, step: float,
+    log: Callable,
+) -> list[tuple[float, bool]]:
+    """Test every compression ``start, start + step, ...`` up to ``stop``; no monotonicity assumed.
+
+    Iterative pruners need not collapse monotonically in compression: the last rounds of a
+    run remove a few weights at once, and whether a layer empties depends on the whole
+    trajectory (SynFlow on this VGG: intact at 10^6.02 but collapsed at 10^5.92 in one run
+    each). Bisection then can miss the smallest collapsing compression; a grid does not,
+    up to its resolution ``step``.
+
+    Returns:
+        ``(compression, collapsed)`` for every grid point, in increasing compression.
+    """
+    if not (step > 0 and start <= stop):
+        raise ValueError(f"step > 0 and start <= stop must hold, but got {start=}, {stop=}, {step=}")
+    grid = [round(start + i * step, 10) for i in range(int((stop - start) / step + 1e-9) + 1)]
+    outcomes = []
+    for c in grid:
+        begin = time.perf_counter()
+        result = is_collapsed(c)
+        log(f"    compression 10^{c:.4f}: {'collapsed' if result else 'intact'} "
+            f"({time.perf_counter() - begin:.1f} s)")  # fmt: skip
+        outcomes.append((c, result))
+    return outcomes
+
+
+def scan_bracket(outcomes: list[tuple[float, bool]]) -> tuple[float | None, float]:
+    """(largest intact compression below the smallest collapsed one, smallest collapsed one).
+
+    ``(None, hi)`` when the first grid point already collapsed (the scan started too high),
+    ``(largest tested, inf)`` when nothing collapsed.
+    """
+    collapsed_at = [c for c, hit in outcomes if hit]
+    hi = min(collapsed_at) if collapsed_at else math.inf
+    below = [c for c, hit in outcomes if not hit and c < hi]
+    return (max(below) if below else None), hi
+
+
 def trajectory(
     model: torch.nn.Module, method: str, upper: float, rounds: int,
     sample: pruners.PruneSample, dtype: torch.dtype, log: Callable,
@@ -159,7 +203,9 @@ def plot(payload: dict, path: Path) -> Path:
     ax = fig.add_subplot()
     x = range(len(names))
     hi = [results[m]["critical_compression"] for m in names]
-    lo = [statistics.median(s["lo"] for s in results[m]["per_seed"]) for m in names]
+    # lo is None where a scan's first grid point collapsed (no intact point below): no bar.
+    lo = [statistics.median(s["hi"] if s["lo"] is None else s["lo"]
+                            for s in results[m]["per_seed"]) for m in names]  # fmt: skip
     ax.bar([i - 0.2 for i in x], hi, width=0.4, label="pathsweep (smallest collapsed)",
            yerr=[[h - lo_ for h, lo_ in zip(hi, lo, strict=True)], [0] * len(hi)], capsize=3)
     published = [results[m].get("published") for m in names]
@@ -168,6 +214,11 @@ def plot(payload: dict, path: Path) -> Path:
            label="published (Tanaka et al. 2020, Fig. 1)")
     ax.axhline(payload["theoretical_max"], color="0.3", linestyle="--", linewidth=1,
                label=f"theoretical max {payload['theoretical_max']:.2f} (one weight per layer)")
+    f32 = [(i, results[m]["float32"]["critical_compression"]) for i, m in zip(x, names, strict=True)
+           if isinstance(results[m].get("float32"), dict)]  # fmt: skip
+    if f32:
+        ax.scatter([i - 0.2 for i, _ in f32], [c for _, c in f32], marker="x", color="black",
+                   zorder=3, label="same pruner, float32 scores (smallest collapsed)")  # fmt: skip
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_ylabel("critical compression (log10 of 1 / density)")
     ax.set_title("Layer collapse, VGG-16-bn at CIFAR-100 shape (error bar: bracket)")
@@ -184,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--tol", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=100, help="stand-in batch for SNIP/GraSP")
-    parser.add_argument("--step", type=float, default=0.25, help="bracket search step")
+    parser.add_argument("--step", type=float, default=0.25, help="bracket search step; the grid step of --scan")
     parser.add_argument("--guess", nargs="*", default=[], metavar="METHOD=C",
                         help="first guesses of the critical log10 compression")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
@@ -194,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trajectory", action="store_true",
                         help="iterative pruners: one run to the theoretical maximum, checking "
                         "every round (resolution max/rounds), instead of bisection")
+    parser.add_argument("--scan", type=float, nargs=2, metavar=("START", "STOP"),
+                        help="iterative pruners: test every --step from START to STOP "
+                        "(collapse need not be monotone in compression for them), "
+                        "instead of bisection")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the results as JSON (merged into an existing file)")
     args = parser.parse_args(argv)
@@ -248,16 +303,30 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return collapsed(masks)
 
+            outcomes = None
             if args.trajectory and method in ITERATIVE:
                 lo, hi, runs = trajectory(
                     model, method, upper, args.rounds, sample, dtype, log
                 )  # fmt: skip
+            elif args.scan is not None and method in ITERATIVE:
+                outcomes = scan(is_collapsed, *args.scan, args.step, log)
+                lo, hi = scan_bracket(outcomes)
+                runs = len(outcomes)
             else:
                 lo, hi, runs = bisect(
                     is_collapsed, guesses.get(method, 4.0), upper, args.tol, log, args.step
                 )
-            per_seed.append({"seed": seed, "lo": lo, "hi": hi, "runs": runs})
-        critical = statistics.median(s["hi"] for s in per_seed)
+            entry: dict[str, object] = {"seed": seed, "lo": lo, "hi": hi, "runs": runs}
+            if outcomes is not None:
+                entry["outcomes"] = [[c, hit] for c, hit in outcomes]
+            per_seed.append(entry)
+        critical = statistics.median(s["hi"] for s in per_seed)  # type: ignore[type-var]
+        if args.trajectory and method in ITERATIVE:
+            search = "trajectory"
+        elif args.scan is not None and method in ITERATIVE:
+            search = f"scan {args.scan[0]:g}..{args.scan[1]:g} step {args.step:g}"
+        else:
+            search = "bisection"
         results[method] = {
             "critical_compression": critical,
             "per_seed": per_seed,
@@ -265,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": time.perf_counter() - start,
             "dtype": args.dtype if method in ITERATIVE else "n/a (single shot)",
             "rounds": args.rounds if method in ITERATIVE else 1,
-            "search": "trajectory" if args.trajectory and method in ITERATIVE else "bisection",
+            "search": search,
         }
         log(f"  -> {method}: critical compression 10^{critical:.2f} "
             f"({time.perf_counter() - start:.0f} s)")  # fmt: skip

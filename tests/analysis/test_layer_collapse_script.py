@@ -44,3 +44,40 @@ def test_collapsed_means_some_layer_keeps_nothing(script: ModuleType) -> None:
     full = {"a": torch.ones(3, dtype=torch.bool), "b": torch.tensor([False, True])}
     assert not script.collapsed(full)
     assert script.collapsed({**full, "b": torch.zeros(2, dtype=torch.bool)})
+
+
+def test_scan_finds_the_smallest_collapse_where_bisection_misses_it(script: ModuleType) -> None:
+    # Not monotone: collapsed at 5.9 and from 6.05 on, intact at 5.95 and 6.0 (as SynFlow's
+    # iterative runs on VGG-16 are near the maximum).
+    def is_collapsed(c: float) -> bool:
+        return math.isclose(c, 5.9) or c >= 6.05 - 1e-9
+
+    outcomes = script.scan(is_collapsed, 5.7, 6.05, 0.05, lambda _: None)
+    assert [c for c, _ in outcomes] == pytest.approx([5.7, 5.75, 5.8, 5.85, 5.9, 5.95, 6.0, 6.05])
+    assert script.scan_bracket(outcomes) == pytest.approx((5.85, 5.9))
+    _, hi, _ = script.bisect(is_collapsed, 5.95, 6.05, 0.05, lambda _: None, 0.05)
+    assert hi == pytest.approx(6.05)  # bisection, assuming monotonicity, reports the later one
+
+
+def test_scan_bracket_edges(script: ModuleType) -> None:
+    assert script.scan_bracket([(5.0, True), (5.05, False)]) == (None, 5.0)
+    assert script.scan_bracket([(5.0, False), (5.05, False)]) == (5.05, math.inf)
+
+
+@pytest.mark.parametrize(("start", "stop", "step"), [(6.0, 5.9, 0.05), (5.0, 6.0, 0.0)])
+def test_scan_refuses_an_empty_grid(script: ModuleType, start: float, stop: float,
+                                    step: float) -> None:
+    with pytest.raises(ValueError, match="start <= stop"):
+        script.scan(lambda _: False, start, stop, step, lambda _: None)
+
+
+def test_plot_draws_a_scan_without_intact_point_and_float32_marks(script: ModuleType,
+                                                                  tmp_path: Path) -> None:
+    seed = {"seed": 0, "lo": None, "hi": 5.0, "runs": 1}
+    payload = {"theoretical_max": 6.02, "results": {
+        "synflow": {"critical_compression": 5.0, "per_seed": [seed], "published": 5.92,
+                    "float32": {"critical_compression": 5.1, "per_seed": [seed]}},
+        "random": {"critical_compression": 3.3, "published": 3.33,
+                   "per_seed": [{"seed": 0, "lo": 3.25, "hi": 3.3, "runs": 5}]}}}
+    out = script.plot(payload, tmp_path / "c.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
