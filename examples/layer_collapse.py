@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -162,6 +163,19 @@ def scan_bracket(outcomes: list[tuple[float, bool]]) -> tuple[float | None, floa
     return (max(below) if below else None), hi
 
 
+def critical_of(per_seed: list[dict[str, Any]]) -> float | None:
+    """Median over seeds of the smallest collapsed compression; None where it is not finite.
+
+    A seed whose tested range held no collapse (``hi`` infinite) gets ``hi = None``: no number
+    is made up for it, and the results stay valid JSON (no ``Infinity``).
+    """
+    critical = statistics.median(s["hi"] for s in per_seed)
+    for s in per_seed:
+        if s["hi"] is not None and not math.isfinite(s["hi"]):
+            s["hi"] = None
+    return critical if math.isfinite(critical) else None
+
+
 def trajectory(
     model: torch.nn.Module, method: str, upper: float, rounds: int,
     sample: pruners.PruneSample, dtype: torch.dtype, log: Callable,
@@ -197,7 +211,8 @@ def plot(payload: dict, path: Path) -> Path:
     """Bar chart: measured critical compression (with its bracket) beside the published one."""
     from matplotlib.figure import Figure
 
-    results = payload["results"]
+    # a pruner with no collapse in its tested range has no critical compression to draw
+    results = {m: r for m, r in payload["results"].items() if r["critical_compression"] is not None}
     names = list(results)
     fig = Figure(figsize=(8.0, 4.4), layout="constrained")
     ax = fig.add_subplot()
@@ -320,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcomes is not None:
                 entry["outcomes"] = [[c, hit] for c, hit in outcomes]
             per_seed.append(entry)
-        critical = statistics.median(s["hi"] for s in per_seed)  # type: ignore[type-var]
+        critical = critical_of(per_seed)
         if args.trajectory and method in ITERATIVE:
             search = "trajectory"
         elif args.scan is not None and method in ITERATIVE:
@@ -336,15 +351,17 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds if method in ITERATIVE else 1,
             "search": search,
         }
-        log(f"  -> {method}: critical compression 10^{critical:.2f} "
-            f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+        found = "no collapse in the tested range" if critical is None else (
+            f"critical compression 10^{critical:.2f}")
+        log(f"  -> {method}: {found} ({time.perf_counter() - start:.0f} s)")  # fmt: skip
     wall = time.perf_counter() - total_start
     print()
     print("| pruner | critical log10 compression | published (Tanaka et al. 2020) | wall s |")
     print("|---|---|---|---|")
     for method, r in results.items():
         pub = r["published"]
-        print(f"| {method} | {r['critical_compression']:.2f} | "
+        crit = r["critical_compression"]
+        print(f"| {method} | {'none found' if crit is None else f'{crit:.2f}'} | "
               f"{'' if pub is None else f'{pub:.2f}'} | {r['wall_s']:.0f} |")  # fmt: skip
     print(f"| theoretical max (every layer keeps one weight) | {theoretical:.2f} | | |")
     print(f"\ntotal wall time {wall:.0f} s, torch {torch.__version__}, "
@@ -357,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                    "tol": args.tol, "rounds": args.rounds, "results": results, "wall_s": wall,
                    "command": " ".join(["python", "examples/layer_collapse.py", *(argv or sys.argv[1:])])}  # fmt: skip
         tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False))
         tmp.replace(args.out)
     return 0
 

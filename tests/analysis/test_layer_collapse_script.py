@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -81,3 +82,13 @@ def test_plot_draws_a_scan_without_intact_point_and_float32_marks(script: Module
                    "per_seed": [{"seed": 0, "lo": 3.25, "hi": 3.3, "runs": 5}]}}}
     out = script.plot(payload, tmp_path / "c.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_collapse_in_range_gives_no_number(script: ModuleType) -> None:
+    """A scan that never collapsed: no critical compression (None), valid JSON, no plot bar."""
+    per_seed = [{"seed": 0, "lo": 6.0, "hi": math.inf, "runs": 3}]
+    assert script.critical_of(per_seed) is None
+    assert per_seed[0]["hi"] is None
+    json.dumps(per_seed, allow_nan=False)  # raises on inf/nan
+    two = [{"hi": 5.0}, {"hi": 5.2}, {"hi": 5.4}]
+    assert script.critical_of(two) == 5.2
