@@ -243,6 +243,62 @@ def plot(payload: dict, path: Path) -> Path:
     return path
 
 
+def merge_results(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results payload from several runs of this script (the table's many invocations).
+
+    Per pruner and dtype: the grid scans are joined (every grid point's outcome kept; a point
+    tested twice must agree, else ValueError) and their bracket recomputed, so the result is
+    the smallest collapsed point of all the scans; a bisection (single-shot pruners) is taken
+    from the last file that has it. The float64 result is the pruner's value, a float32 one
+    goes under ``"float32"`` beside it (or is the value when no float64 one exists).
+    """
+    if not payloads:
+        raise ValueError("merge needs at least one results file")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for payload in payloads:
+        for method, entry in payload["results"].items():
+            groups.setdefault((method, str(entry["dtype"])), []).append(entry)
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for (method, dtype), entries in groups.items():
+        scans = [e for e in entries if "outcomes" in e["per_seed"][0]]
+        if not scans:
+            merged[method, dtype] = entries[-1]
+            continue
+        outcomes: dict[float, bool] = {}
+        for entry in scans:
+            for c, hit in entry["per_seed"][0]["outcomes"]:
+                if outcomes.setdefault(round(c, 6), hit) != hit:
+                    raise ValueError(f"{method} ({dtype}) at 10^{c}: one scan collapsed, one not")
+        points = sorted(outcomes.items())
+        lo, hi = scan_bracket(points)
+        per_seed = [{"seed": 0, "lo": lo, "hi": hi, "runs": len(points),
+                     "outcomes": [[c, hit] for c, hit in points]}]  # fmt: skip
+        merged[method, dtype] = {
+            **scans[-1],
+            "per_seed": per_seed,
+            "critical_compression": critical_of(per_seed),
+            "wall_s": sum(e["wall_s"] for e in scans),
+            "search": " + ".join(e["search"] for e in scans),
+        }
+    results: dict[str, Any] = {}
+    for method in dict.fromkeys(m for m, _ in groups):
+        f64, f32 = merged.get((method, "float64")), merged.get((method, "float32"))
+        if f64 is None and f32 is None:  # a single-shot pruner: its dtype is not a float
+            results[method] = next(v for (m, _), v in merged.items() if m == method)
+            continue
+        results[method] = dict(f64 if f64 is not None else f32)  # type: ignore[arg-type]
+        if f64 is not None and f32 is not None:
+            results[method]["float32"] = f32
+        results[method]["published"] = PUBLISHED.get(method)
+    first = payloads[0]
+    return {
+        "n_weights": first["n_weights"], "layers": first["layers"],
+        "theoretical_max": first["theoretical_max"], "rounds": first["rounds"],
+        "results": results, "wall_s": sum(p.get("wall_s", 0.0) for p in payloads),
+        "command": [p.get("command") for p in payloads],
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=[*SINGLE_SHOT, *ITERATIVE])
@@ -264,9 +320,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="iterative pruners: test every --step from START to STOP "
                         "(collapse need not be monotone in compression for them), "
                         "instead of bisection")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only join results files of several runs (scans of one pruner "
+                        "joined) into --out")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the results as JSON (merged into an existing file)")
     args = parser.parse_args(argv)
+    if args.merge is not None:
+        if args.out is None:
+            parser.error("--merge needs --out")
+        payload = merge_results([json.loads(f.read_text()) for f in args.merge])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=2, allow_nan=False))
+        return 0
     if args.plot is not None:
         plot(json.loads(args.plot[0].read_text()), args.plot[1])
         return 0

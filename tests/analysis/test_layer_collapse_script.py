@@ -92,3 +92,36 @@ def test_no_collapse_in_range_gives_no_number(script: ModuleType) -> None:
     json.dumps(per_seed, allow_nan=False)  # raises on inf/nan
     two = [{"hi": 5.0}, {"hi": 5.2}, {"hi": 5.4}]
     assert script.critical_of(two) == 5.2
+
+
+def _scan_payload(method: str, dtype: str, outcomes: list[tuple[float, bool]]) -> dict:
+    points = [[c, hit] for c, hit in outcomes]
+    entry = {"critical_compression": None, "dtype": dtype, "wall_s": 1.0, "search": "scan",
+             "rounds": 100, "per_seed": [{"seed": 0, "lo": None, "hi": None, "runs": len(points),
+                                          "outcomes": points}]}  # fmt: skip
+    return {"n_weights": 10, "layers": 2, "theoretical_max": 6.0, "rounds": 100,
+            "results": {method: entry}, "wall_s": 1.0, "command": "x"}  # fmt: skip
+
+
+def test_merge_joins_scans_and_keeps_float32_beside(script: ModuleType) -> None:
+    """Two scans of one pruner are one grid: the smallest collapse of both, float32 beside."""
+    low = _scan_payload("synflow", "float64", [(5.0, False), (5.1, False)])
+    high = _scan_payload("synflow", "float64", [(5.2, False), (5.3, True), (5.4, False)])
+    f32 = _scan_payload("synflow", "float32", [(5.2, True)])
+    single = {**low, "results": {"random": {"critical_compression": 3.3, "dtype": "n/a (single shot)",
+              "per_seed": [{"seed": 0, "lo": 3.25, "hi": 3.3, "runs": 5}], "wall_s": 2.0}}}  # fmt: skip
+    merged = script.merge_results([low, high, f32, single])
+    synflow = merged["results"]["synflow"]
+    assert synflow["critical_compression"] == 5.3
+    assert synflow["per_seed"][0]["lo"] == 5.2 and synflow["per_seed"][0]["runs"] == 5
+    assert synflow["float32"]["critical_compression"] == 5.2
+    assert synflow["published"] == 5.92 and synflow["wall_s"] == 2.0
+    assert merged["results"]["random"]["critical_compression"] == 3.3
+    json.dumps(merged, allow_nan=False)
+
+
+def test_merge_refuses_scans_that_disagree(script: ModuleType) -> None:
+    a = _scan_payload("synflow", "float64", [(5.3, True)])
+    b = _scan_payload("synflow", "float64", [(5.3, False)])
+    with pytest.raises(ValueError, match="one scan collapsed, one not"):
+        script.merge_results([a, b])
