@@ -15,6 +15,10 @@ Setup, matching the SynFlow paper's code for this figure (``lottery`` VGG-16-bn)
 - Prunable: the 13 conv weights and the classifier weight (biases and BatchNorm not pruned).
 - Iterative data-free pruners (SynFlow family, ``pk-preserve``): ``--rounds`` (100) rounds with
   the exponential schedule. random, magnitude, SNIP, GraSP: single shot (scores computed once).
+- ``--iterative-single-shot``: the single-shot pruners listed (SNIP, GraSP) instead run
+  ``--rounds`` rounds with the exponential schedule, re-scored on the masked model each round
+  (``pruners.prune``), as the reference run's ``prune_epochs: 100`` suggests it did for every
+  pruner; reported under ``"snip (100 rounds)"`` etc., beside the single-shot rows.
 - No data ships here, so the data-dependent inputs are stand-ins, labelled as such:
   ``synflow-dist`` reads a constant image at CIFAR-100's per-channel raw training means
   (0.5071, 0.4865, 0.4409); SNIP and GraSP score a stand-in batch of ``--batch`` standard
