@@ -14,6 +14,13 @@ run() { name="$1"; shift; python "$here/layer_collapse.py" "$@" --out "$out/$nam
 start=$(date +%s)
 
 run single --methods random magnitude snip grasp
+# SNIP and GraSP iterated like the reference run (100 rounds): about 5 and 14 minutes per run
+run snip-it-traj --methods snip --iterative-single-shot --trajectory
+run grasp-it-traj --methods grasp --iterative-single-shot --trajectory
+run snip-it-a --methods snip --iterative-single-shot --scan 2.8 2.8
+run snip-it-b --methods snip --iterative-single-shot --scan 2.9 3.0 --step 0.1
+run snip-it-c --methods snip --iterative-single-shot --scan 2.95 2.95
+run snip-it-d --methods snip --iterative-single-shot --scan 3.3 3.6 --step 0.3
 for dtype in float64 float32; do
     d="--dtype $dtype"
     if [ "$dtype" = float64 ]; then

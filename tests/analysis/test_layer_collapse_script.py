@@ -125,3 +125,49 @@ def test_merge_refuses_scans_that_disagree(script: ModuleType) -> None:
     b = _scan_payload("synflow", "float64", [(5.3, False)])
     with pytest.raises(ValueError, match="one scan collapsed, one not"):
         script.merge_results([a, b])
+
+
+def _tiny_model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 100),
+    )  # fmt: skip
+
+
+def test_iterative_single_shot_runs_snip_over_rounds_under_its_own_key(
+    script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--iterative-single-shot: SNIP through pruners.prune with --rounds rounds, scanned, keyed
+    'snip (3 rounds)'; each grid point's outcome is that of a direct 3-round prune."""
+    import pruners
+
+    monkeypatch.setattr(script, "build_vgg16", _tiny_model)
+    calls: list[int] = []
+    real_prune = pruners.prune
+
+    def spy(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        calls.append(int(args[3]))  # type: ignore[call-overload]
+        return real_prune(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pruners, "prune", spy)
+    out = tmp_path / "r.json"
+    argv = ["--methods", "snip", "--iterative-single-shot", "--rounds", "3", "--batch", "8",
+            "--scan", "0.5", "2.5", "--step", "0.5", "--out", str(out)]  # fmt: skip
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())["results"]["snip (3 rounds)"]
+    assert result["rounds"] == 3 and result["search"].startswith("scan")
+    assert calls == [3] * 5
+    sample = script.stand_in_sample(8, seed=0)
+    model = _tiny_model(0)
+    for c, hit in result["per_seed"][0]["outcomes"]:
+        masks = real_prune(model, "snip", 10.0**-c, 3, input_shape=script.SHAPE, sample=sample)
+        assert hit == script.collapsed(masks)
+    assert any(hit for _, hit in result["per_seed"][0]["outcomes"])  # 5 of 508 kept at 10^2
+
+    # without the flag, SNIP stays single shot (scored once, no prune call) under "snip"
+    calls.clear()
+    assert script.main(["--methods", "snip", "--batch", "8", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert calls == [] and results["snip"]["rounds"] == 1
+    assert results["snip"]["search"] == "bisection" and "snip (3 rounds)" in results
