@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import StudySpec, load_yaml, parse_spec
-from orchestrator.trial import SleepTrial, TrialConfig, TrialResult
+from orchestrator.trial import SleepTrial, TrialConfig, TrialResult, make_config, resolve_params
 
 SMALL_SPEC = """\
 study: test-small
@@ -62,3 +62,26 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def search_row(
+    spec: StudySpec, trial: Any, attempt: int, state: str, retry: bool = False
+) -> dict[str, Any]:
+    """The Parquet row a driver writes for one search attempt of ``trial`` (an Optuna trial),
+    metrics from ``SleepTrial(0.0)``: for tests that stage what a dead driver left on disk."""
+    from orchestrator.rows import trial_id
+
+    params = resolve_params(trial.params, spec.search.fixed())
+    metrics = SleepTrial(0.0)(make_config(spec, trial.number, attempt, params)).metrics
+    return {
+        "study": spec.study,
+        "trial_id": trial_id(trial.number, attempt),
+        "optuna_number": trial.number,
+        "attempt": attempt,
+        "phase": "search",
+        "state": state,
+        "retry": retry,
+        "error": None if state == "COMPLETE" else "lost",
+        **{f"param_{k}": v for k, v in params.items()},
+        **(metrics if state == "COMPLETE" else {}),
+    }

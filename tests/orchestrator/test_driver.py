@@ -19,9 +19,9 @@ from orchestrator.selection import select_validation
 from orchestrator.sink import TrialSink, parquet_files, read_trials
 from orchestrator.spec import STAT_METRICS
 from orchestrator.studydir import JOURNAL_FILE, TRIALS_DIR, create_study_dir, open_storage
-from orchestrator.trial import SleepTrial, resolve_params
+from orchestrator.trial import SleepTrial
 
-from .helpers import MarkedSleep, small_spec, wait_for
+from .helpers import MarkedSleep, search_row, small_spec, wait_for
 
 PARAM_COLUMNS = {
     f"param_{n}"
@@ -310,23 +310,9 @@ def test_resume_finishes_what_a_dead_driver_left(ray_local: None, tmp_path: Path
     dists = spec.search.distributions()
     sink = TrialSink(out / TRIALS_DIR, declared_schema(spec))
     fn = SleepTrial(0.0)
-    from orchestrator.trial import make_config
 
     def row(trial: optuna.Trial, attempt: int, state: str, retry: bool = False) -> dict[str, Any]:
-        params = resolve_params(trial.params, spec.search.fixed())
-        metrics = fn(make_config(spec, trial.number, attempt, params)).metrics
-        return {
-            "study": spec.study,
-            "trial_id": trial_id(trial.number, attempt),
-            "optuna_number": trial.number,
-            "attempt": attempt,
-            "phase": "search",
-            "state": state,
-            "retry": retry,
-            "error": None if state == "COMPLETE" else "lost",
-            **({f"param_{k}": v for k, v in params.items()}),
-            **(metrics if state == "COMPLETE" else {}),
-        }
+        return search_row(spec, trial, attempt, state, retry)
 
     for _ in range(2):
         t = study.ask(dists)

@@ -25,7 +25,7 @@ from orchestrator.studydir import TRIALS_DIR, create_study_dir, open_storage
 from orchestrator.trial import SleepTrial, make_config, resolve_params
 from orchestrator.worker import WorkerInfo
 
-from .helpers import small_spec
+from .helpers import search_row, small_spec
 
 INFO = WorkerInfo(node_id="n1", gpu_ids="", pid=42, device="cpu", hostname="h")
 
@@ -94,22 +94,9 @@ def test_recovery_tells_requeues_counts_and_abandons_without_ray(tmp_path: Path)
         study_name=spec.study, storage=open_storage(out, None), direction="maximize"
     )
     dists = spec.search.distributions()
-    fn = SleepTrial(0.0)
 
-    def row(t: optuna.Trial, attempt: int, state: str, retry: bool = False) -> dict[str, Any]:
-        params = resolve_params(t.params, spec.search.fixed())
-        metrics = fn(make_config(spec, t.number, attempt, params)).metrics
-        return {
-            "study": spec.study,
-            "trial_id": trial_id(t.number, attempt),
-            "optuna_number": t.number,
-            "attempt": attempt,
-            "phase": "search",
-            "state": state,
-            "retry": retry,
-            **{f"param_{k}": v for k, v in params.items()},
-            **(metrics if state == "COMPLETE" else {}),
-        }
+    def row(trial: optuna.Trial, attempt: int, state: str, retry: bool = False) -> dict[str, Any]:
+        return search_row(spec, trial, attempt, state, retry)
 
     with TrialSink(out / TRIALS_DIR, declared_schema(spec)) as sink:
         told = study.ask(dists)  # 0: told by the dead driver
