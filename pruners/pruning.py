@@ -100,14 +100,9 @@ def _kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
     selected exactly. Where the sample misleads, the full selection runs instead.
     """
     n = sum(v.numel() for v in values)
-    if n >= _BAND_SELECT_MIN and all(v.is_floating_point() for v in values):
-        step = max(1, n // 65_536)
-        sample = torch.cat([v[::step] for v in values])
-        s = sample.numel()
-        q = 1.0 - k / n  # the threshold's quantile
-        width = 4.0 * math.sqrt(q * (1.0 - q) / s) + 2.0 / s
-        hi_rank = min(s, max(1, math.ceil((q + width) * s)))
-        lo_rank = min(s, max(1, math.floor((q - width) * s)))
+    bounds = _sample_ranks(values, 1.0 - k / n)  # the threshold's quantile
+    if bounds is not None:
+        sample, lo_rank, hi_rank = bounds
         hi = torch.kthvalue(sample, hi_rank).values
         lo = torch.kthvalue(sample, lo_rank).values
         over = [v > hi for v in values]
@@ -120,6 +115,24 @@ def _kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
                 return torch.kthvalue(band, band.numel() - (k - above) + 1).values
     flat = torch.cat(values)
     return torch.kthvalue(flat, n - k + 1).values
+
+
+def _sample_ranks(values: list[torch.Tensor], q: float) -> tuple[torch.Tensor, int, int] | None:
+    """A strided sample of ~65k of the values and the ranks in it (1-based) 4 binomial
+    standard deviations below and above quantile ``q``: the sample's order statistics at
+    those ranks bracket the values' ``q``-quantile unless the sample misleads. None where the
+    values are too few (or not floating point) for sampling to pay.
+    """
+    n = sum(v.numel() for v in values)
+    if n < _BAND_SELECT_MIN or not all(v.is_floating_point() for v in values):
+        return None
+    step = max(1, n // 65_536)
+    sample = torch.cat([v[::step] for v in values])
+    s = sample.numel()
+    width = 4.0 * math.sqrt(q * (1.0 - q) / s) + 2.0 / s
+    lo_rank = min(s, max(1, math.floor((q - width) * s)))
+    hi_rank = min(s, max(1, math.ceil((q + width) * s)))
+    return sample, lo_rank, hi_rank
 
 
 def drop_lowest_many(values: list[torch.Tensor], m: int) -> list[torch.Tensor]:
@@ -165,16 +178,11 @@ def _lowest_candidates(
     r-th smallest: those at or below a bound read off a strided sample (as in
     :func:`_kth_largest`), or all of them where the tensors are small or the sample misleads.
     """
-    n = sum(v.numel() for v in values)
-    if n >= _BAND_SELECT_MIN and all(v.is_floating_point() for v in values):
-        step = max(1, n // 65_536)
-        sample = torch.cat([v[::step] for v in values])
-        s = sample.numel()
-        q = r / n
-        width = 4.0 * math.sqrt(q * (1.0 - q) / s) + 2.0 / s
-        hi_rank = math.ceil((q + width) * s)
-        if hi_rank < s:
-            hi = torch.kthvalue(sample, max(1, hi_rank)).values
+    bounds = _sample_ranks(values, r / sum(v.numel() for v in values))
+    if bounds is not None:
+        sample, _, hi_rank = bounds
+        if hi_rank < sample.numel():  # else the bound is the sample's maximum: no saving
+            hi = torch.kthvalue(sample, hi_rank).values
             positions = [torch.nonzero(v <= hi).flatten() for v in values]
             if sum(p.numel() for p in positions) >= r:  # else the r-th smallest is above hi
                 return positions, [v[p] for v, p in zip(values, positions, strict=True)]
