@@ -93,16 +93,21 @@ class PathKernelSpectrum:
     Attributes:
         log_eigenvalues: ``log λ_1 ≥ … ≥ log λ_k`` of ``Π`` (float64; ``-inf`` for a zero
             eigenvalue, NaN for one that did not converge).
-        converged: all k eigenvalues met ``tol`` (ARPACK: ``‖G x − λ x‖ ≤ tol·|λ|``).
+        converged: all k eigenvalues met ``tol``: ARPACK said so, and the check after it
+            (:attr:`residuals`, float64 norms) found ``‖G x − λ x‖ ≤ tol·λ`` for each (or
+            within the products' rounding, ``ROUNDING_UNITS·ε·λ_1``).
         tol: the relative tolerance used.
-        products: ``G·u`` products Lanczos used (the certifying run included; the probes'
-            products are not counted here).
+        products: ``G·u`` products used (the certifying run and the one-product check of
+            each pair included; the probes' products are not counted here).
         log_trace: ``log Tr(Π)``, exact (from the same gradient).
         dimension: kept path parameters (the order of ``G``).
         log_frobenius_sq: ``log ‖Π‖_F² = log Σλ²`` (Hutchinson, deflated); NaN without probes.
         frobenius_sq_rel_se: standard error of ``‖Π‖_F²`` relative to it, from the variance
             bound (conservative, see the module docstring); NaN without probes.
         probes: Hutchinson probes used (each two ``G·u`` products more).
+        residuals: per eigenvalue, ``‖Gx − λx‖ / λ`` of its Ritz vector ``x`` (unit norm),
+            computed after the solver with one more product each and float64 norms (so some
+            eigenvalue of ``Π`` lies within ``residual·λ`` of ``λ``); NaN where none was found.
     """
 
     log_eigenvalues: tuple[float, ...]
@@ -114,6 +119,7 @@ class PathKernelSpectrum:
     log_frobenius_sq: float = math.nan
     frobenius_sq_rel_se: float = math.nan
     probes: int = 0
+    residuals: tuple[float, ...] = ()
 
     @property
     def log_lambda_max(self) -> float:
@@ -361,10 +367,16 @@ def _spectrum(op: GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
         if not (ok and new_top) or len(values) + 1 >= n or k == 1:
             break  # λ_max needs no check: a missed copy of it changes no value
         wanted = min(max(2, k // 4), n - len(values) - 1)
-    products = op.products
     values, vectors = values[:k], vectors[:, :k]
-    logs = [(math.log(v) + op.log_scale) if v > 0 else -math.inf for v in values.tolist()]
+    values, residuals, verified = _verify(op, vectors, tol)
+    converged = converged and verified
+    products = op.products
+    logs = [
+        math.nan if math.isnan(v) else (math.log(v) + op.log_scale) if v > 0 else -math.inf
+        for v in values.tolist()
+    ]
     logs += [math.nan] * (k - len(values))
+    residuals += [math.nan] * (k - len(residuals))
     log_fro, rel_se = math.nan, math.nan
     if options.probes:
         log_fro, rel_se = _frobenius(op, values, vectors, options.probes, rng)
@@ -378,7 +390,51 @@ def _spectrum(op: GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
         log_frobenius_sq=log_fro,
         frobenius_sq_rel_se=rel_se,
         probes=options.probes,
+        residuals=tuple(residuals),
     )
+
+
+#: Residuals below this many units of the products' rounding (times λ_1) are accepted even
+#: where ``tol·λ`` is smaller: a float32 product of ``G`` carries rounding error of about
+#: ``ε‖G‖`` per unit vector, so a small eigenvalue's relative residual cannot fall below it.
+ROUNDING_UNITS = 500
+
+
+def _verify(
+    op: GramOperator, vectors: np.ndarray, tol: float
+) -> tuple[np.ndarray, list[float], bool]:
+    """Each returned pair checked with one more product, its norms in float64.
+
+    ARPACK judges convergence from its own recurrence, in the products' dtype; over 14.7 M
+    float32 entries a norm is off by up to ~0.5%, so its word is not taken. For each Ritz vector
+    ``x``: ``ρ = xᵀGx / xᵀx`` and ``r = ‖Gx − ρx‖ / ‖x‖`` (Rayleigh quotient and residual, summed
+    in float64). ``G`` is symmetric, so some eigenvalue lies within ``r`` of ``ρ``. A pair is
+    accepted when ``r ≤ max(tol·ρ, ROUNDING_UNITS·ε·ρ_1)``.
+
+    Returns:
+        (ρ descending, NaN where a pair failed; relative residuals ``r/ρ`` in the same order;
+        whether every pair passed).
+    """
+    device = op.diagonal.device
+    rhos, res = [], []
+    with torch.no_grad():
+        for i in range(vectors.shape[1]):
+            x = torch.as_tensor(np.ascontiguousarray(vectors[:, i]), device=device).to(op.dtype)
+            g = op.matvec(x).double()
+            xd = x.double()
+            norm_sq = float(xd.square().sum())
+            rho = float(xd @ g) / norm_sq
+            rhos.append(rho)
+            res.append(float((g - rho * xd).square().sum()) ** 0.5 / norm_sq**0.5)
+    if not rhos:
+        return np.zeros(0), [], True
+    rho_arr, res_arr = np.asarray(rhos), np.asarray(res)
+    order = np.argsort(rho_arr)[::-1]
+    rho_arr, res_arr = rho_arr[order], res_arr[order]
+    floor = ROUNDING_UNITS * float(torch.finfo(op.dtype).eps) * max(float(rho_arr[0]), 0.0)
+    ok = res_arr <= np.maximum(tol * rho_arr, floor)
+    relative = [float(r / v) if v > 0 else math.inf for r, v in zip(res_arr, rho_arr, strict=True)]
+    return np.where(ok, rho_arr, np.nan), relative, bool(ok.all())
 
 
 def _lanczos(

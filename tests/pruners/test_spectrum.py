@@ -249,6 +249,48 @@ def test_float32_model_matches_within_its_tolerance() -> None:
         assert abs(got - math.log(want)) <= 1e-3
 
 
+def test_each_value_has_a_float64_residual_that_bounds_its_distance_to_the_spectrum() -> None:
+    """Some exact eigenvalue lies within ``residual·λ`` of each returned ``λ`` (float32 run)."""
+    model = residual_cnn(seed=2)
+    exact = torch.linalg.eigvalsh(func_gram(model, (1, 4, 4), {}).detach()).numpy()
+    spec = path_kernel_spectrum(copy.deepcopy(model).float(), (1, 4, 4), k=4)
+    assert spec.converged and len(spec.residuals) == 4
+    for log_value, residual in zip(spec.log_eigenvalues, spec.residuals, strict=True):
+        value = math.exp(log_value)
+        assert 0 < residual <= spec.tol
+        # the bound, with the float32 product's own rounding on top
+        assert np.min(np.abs(exact - value)) <= residual * value + 1e-6 * exact.max()
+
+
+def test_solver_word_is_not_taken_a_bad_ritz_vector_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ARPACK claiming convergence for a perturbed vector gives NaN there and converged False."""
+    import pruners.spectrum as spectrum_module
+
+    real_eigsh = spectrum_module.eigsh
+
+    def spoiled(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        values, vectors = real_eigsh(*args, **kwargs)
+        order = np.argsort(values)  # ascending, as ARPACK returns them
+        second = order[-2]
+        noise = np.random.default_rng(0).standard_normal(vectors.shape[0])
+        vectors = vectors.copy()
+        vectors[:, second] += 1e-3 * noise / np.linalg.norm(noise)
+        return values * 1.01, vectors  # the values claimed are off, too
+
+    model = residual_cnn(seed=0)
+    exact = top(func_gram(model, (1, 4, 4), {}), 3)
+    monkeypatch.setattr(spectrum_module, "eigsh", spoiled)
+    spec = path_kernel_spectrum(model, (1, 4, 4), k=3)
+    assert not spec.converged
+    assert math.isnan(spec.log_eigenvalues[1]) and spec.residuals[1] > spec.tol
+    # the others are the checked Rayleigh quotients, not the solver's inflated values
+    for i in (0, 2):
+        assert spec.residuals[i] <= spec.tol
+        assert abs(math.exp(spec.log_eigenvalues[i] - math.log(exact[i])) - 1) <= REL
+
+
 # --------------------------------------------------------------------------- Hutchinson
 
 
