@@ -291,6 +291,37 @@ def test_solver_word_is_not_taken_a_bad_ritz_vector_is_refused(
         assert abs(math.exp(spec.log_eigenvalues[i] - math.log(exact[i])) - 1) <= REL
 
 
+@pytest.mark.parametrize("basis", [24, 3])  # 3: restarts from the Ritz vector many times
+@pytest.mark.parametrize("masked", [False, True])
+def test_lambda_max_alone_equals_explicit_path_kernel(
+    monkeypatch: pytest.MonkeyPatch, basis: int, masked: bool
+) -> None:
+    """k = 1 takes its own Lanczos (torch, per-step convergence test): the oracle still holds."""
+    import pruners.spectrum as spectrum_module
+
+    monkeypatch.setattr(spectrum_module, "TOP_ONE_BASIS", basis)
+    model = mlp((3, 6, 5, 2), seed=7)
+    table = mlp_table(model)
+    masks = random_masks(model, table.names, 0.7, seed=1) if masked else None
+    spec = path_kernel_spectrum(model, (3,), masks, k=1)
+    assert_top_equal(spec, top(explicit_gram(table, model, masks), 1))
+    assert spec.residuals[0] <= spec.tol
+    cnn = residual_cnn(seed=3)
+    exact = top(func_gram(cnn, (1, 4, 4), {}), 1)
+    assert_top_equal(path_kernel_spectrum(cnn, (1, 4, 4), k=1), exact)
+    single = path_kernel_spectrum(copy.deepcopy(cnn).float(), (1, 4, 4), k=1)
+    assert single.converged and abs(single.log_eigenvalues[0] - math.log(exact[0])) <= 1e-4
+
+
+def test_lambda_max_alone_out_of_restarts_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pruners.spectrum as spectrum_module
+
+    monkeypatch.setattr(spectrum_module, "TOP_ONE_BASIS", 2)
+    spec = path_kernel_spectrum(residual_cnn(seed=0), (1, 4, 4), k=1, maxiter=1, tol=1e-15)
+    assert not spec.converged
+    assert math.isnan(spec.log_eigenvalues[0]) and math.isnan(spec.metrics()["log_lambda_max"])
+
+
 # --------------------------------------------------------------------------- Hutchinson
 
 
