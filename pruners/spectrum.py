@@ -509,7 +509,7 @@ def _top_one(
     n, device, dtype = op.dimension, op.diagonal.device, op.dtype
     cap = TOP_ONE_BASIS
     generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
-    start = torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+    start = torch.randn(n, generator=generator, device=device, dtype=dtype).double()
     with torch.no_grad():
         for _ in range(maxiter):
             basis = torch.empty((cap, n), dtype=dtype, device=device)  # for the Ritz vector
@@ -519,12 +519,12 @@ def _top_one(
             for j in range(cap):
                 basis[j] = q
                 w = op.matvec(basis[j]).double()
-                alpha = float(q @ w)
+                alpha = float(torch.dot(q, w))
                 alphas.append(alpha)
-                w -= alpha * q
+                w.add_(q, alpha=-alpha)  # in place: one pass over 14.7 M entries, not two
                 if betas:
-                    w -= betas[-1] * q_prev
-                beta = float(w.norm())
+                    w.add_(q_prev, alpha=-betas[-1])
+                beta = float(torch.linalg.vector_norm(w))
                 tri = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
                 evals, evecs = np.linalg.eigh(tri)
                 theta, s = float(evals[-1]), evecs[:, -1]
@@ -533,13 +533,13 @@ def _top_one(
                     coeffs = s.tolist()
                     start = torch.zeros_like(start)  # the Ritz vector
                     for i in range(j + 1):
-                        start += coeffs[i] * basis[i]
+                        start.add_(basis[i], alpha=coeffs[i])
                     if ok:
                         ritz = (start / start.norm()).to(dtype).cpu().numpy()
                         return np.array([theta]), ritz.reshape(-1, 1), True
                     break
                 betas.append(beta)
-                q_prev, q = q, w / beta
+                q_prev, q = q, w.div_(beta)
     # like ARPACK out of restarts: no converged pair
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     return np.zeros(0), np.zeros((n, 0), dtype=np_dtype), False
