@@ -300,8 +300,10 @@ def path_kernel_spectrum(
 
     Gebhart, Saxena, Schrater (2021): ``Π = J Jᵀ`` shares its nonzero eigenvalues with
     ``G = Jᵀ J = D (diag(∇R) + diag(c) ∇²R diag(c)) D`` (see :mod:`pruners.spectrum`), so
-    implicitly restarted Lanczos (ARPACK's ``eigsh``, Lehoucq, Sorensen, Yang 1998) over
-    ``G·u`` products finds them without forming ``Π``. Paths, BatchNorm and masks are treated
+    implicitly restarted Lanczos (ARPACK's ``eigsh``, Lehoucq, Sorensen, Yang 1998; for
+    ``k = 1`` plain Lanczos in float64, :func:`_top_one`) over ``G·u`` products finds them
+    without forming ``Π``; every pair is then checked with one more product (:func:`_verify`,
+    the residuals in :attr:`PathKernelSpectrum.residuals`). Paths, BatchNorm and masks are treated
     as in :func:`pruners.path_kernel_stats` (bias-free input→output paths; eval-form BatchNorm
     whose γ is a kernel parameter); models that are not path-decomposable are refused with
     ValueError by the same path network.
@@ -312,12 +314,13 @@ def path_kernel_spectrum(
         masks: parameter name -> bool mask (True = kept); missing names are dense.
         k: how many eigenvalues; ``1 <= k < `` kept path parameters.
         probes: Hutchinson probes for ``‖Π‖_F²`` and the effective rank (0: none; else >= 2).
-        tol: ARPACK's relative tolerance ``‖G x − λ x‖ ≤ tol·|λ|``; default 1e-10 in float64,
+        tol: relative tolerance ``‖G x − λ x‖ ≤ tol·λ``, checked per pair; default 1e-10 in float64,
             1e-4 in float32 (the products themselves carry float32 rounding).
-        maxiter: ARPACK restarts at most; when they run out ``converged`` is False and the
-            eigenvalues that did not converge are NaN.
+        maxiter: restarts at most (ARPACK's, or the λ_max Lanczos'); when they run out
+            ``converged`` is False and the eigenvalues that did not converge are NaN.
         seed: seed of the start vector and of the probes (results are reproducible).
-        dtype: dtype of the products (default: the model's); Lanczos runs in the same.
+        dtype: dtype of the products (default: the model's); ARPACK runs in the same, the
+            λ_max Lanczos and the checks accumulate in float64.
     """
     options = SpectrumOptions(k=k, probes=probes, tol=tol, maxiter=maxiter, seed=seed)
     op = gram_operator(model, input_shape, masks, dtype=dtype)
