@@ -93,7 +93,7 @@ class PathKernelSpectrum:
     Attributes:
         log_eigenvalues: ``log λ_1 ≥ … ≥ log λ_k`` of ``Π`` (float64; ``-inf`` for a zero
             eigenvalue, NaN for one that did not converge).
-        converged: all k eigenvalues met ``tol``: ARPACK said so, and the check after it
+        converged: all k eigenvalues met ``tol``: the solver said so, and the check after it
             (:attr:`residuals`, float64 norms) found ``‖G x − λ x‖ ≤ tol·λ`` for each (or
             within the products' rounding, ``ROUNDING_UNITS·ε·λ_1``).
         tol: the relative tolerance used.
@@ -374,7 +374,7 @@ def _spectrum(op: GramOperator, options: SpectrumOptions) -> PathKernelSpectrum:
             break  # λ_max needs no check: a missed copy of it changes no value
         wanted = min(max(2, k // 4), n - len(values) - 1)
     values, vectors = values[:k], vectors[:, :k]
-    values, residuals, verified = _verify(op, vectors, tol)
+    values, vectors, residuals, verified = _verify(op, vectors, tol)
     converged = converged and verified
     products = op.products
     logs = [
@@ -408,7 +408,7 @@ ROUNDING_UNITS = 500
 
 def _verify(
     op: GramOperator, vectors: np.ndarray, tol: float
-) -> tuple[np.ndarray, list[float], bool]:
+) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
     """Each returned pair checked with one more product, its norms in float64.
 
     ARPACK judges convergence from its own recurrence, in the products' dtype; over 14.7 M
@@ -418,8 +418,8 @@ def _verify(
     accepted when ``r ≤ max(tol·ρ, ROUNDING_UNITS·ε·ρ_1)``.
 
     Returns:
-        (ρ descending, NaN where a pair failed; relative residuals ``r/ρ`` in the same order;
-        whether every pair passed).
+        (ρ descending, NaN where a pair failed; the vectors in the same order; relative
+        residuals ``r/ρ`` in the same order; whether every pair passed).
     """
     device = op.diagonal.device
     rhos, res = [], []
@@ -433,14 +433,14 @@ def _verify(
             rhos.append(rho)
             res.append(float((g - rho * xd).square().sum()) ** 0.5 / norm_sq**0.5)
     if not rhos:
-        return np.zeros(0), [], True
+        return np.zeros(0), vectors, [], True
     rho_arr, res_arr = np.asarray(rhos), np.asarray(res)
     order = np.argsort(rho_arr)[::-1]
     rho_arr, res_arr = rho_arr[order], res_arr[order]
     floor = ROUNDING_UNITS * float(torch.finfo(op.dtype).eps) * max(float(rho_arr[0]), 0.0)
     ok = res_arr <= np.maximum(tol * rho_arr, floor)
     relative = [float(r / v) if v > 0 else math.inf for r, v in zip(res_arr, rho_arr, strict=True)]
-    return np.where(ok, rho_arr, np.nan), relative, bool(ok.all())
+    return np.where(ok, rho_arr, np.nan), vectors[:, order], relative, bool(ok.all())
 
 
 def _lanczos(
@@ -516,7 +516,8 @@ def _top_one(
     with torch.no_grad():
         for _ in range(maxiter):
             basis = torch.empty((cap, n), dtype=dtype, device=device)  # for the Ritz vector
-            q, q_prev = start / start.norm(), torch.zeros_like(start)
+            q = start / start.norm()
+            q_prev = q  # read only from the second step on (β_0 does not exist)
             alphas: list[float] = []
             betas: list[float] = []
             for j in range(cap):
