@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.sparse.linalg import eigsh
 from torch import nn
 from torch.func import functional_call, hessian
 
 import pruners
 from pruners.spectrum import (
+    TOP_ONE_BASIS,
     PathKernelSpectrum,
     SpectrumOptions,
     _frobenius,
@@ -266,12 +268,9 @@ def test_solver_word_is_not_taken_a_bad_ritz_vector_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """ARPACK claiming convergence for a perturbed vector gives NaN there and converged False."""
-    import pruners.spectrum as spectrum_module
-
-    real_eigsh = spectrum_module.eigsh
 
     def spoiled(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
-        values, vectors = real_eigsh(*args, **kwargs)
+        values, vectors = eigsh(*args, **kwargs)
         order = np.argsort(values)  # ascending, as ARPACK returns them
         second = order[-2]
         noise = np.random.default_rng(0).standard_normal(vectors.shape[0])
@@ -281,7 +280,7 @@ def test_solver_word_is_not_taken_a_bad_ritz_vector_is_refused(
 
     model = residual_cnn(seed=0)
     exact = top(func_gram(model, (1, 4, 4), {}), 3)
-    monkeypatch.setattr(spectrum_module, "eigsh", spoiled)
+    monkeypatch.setattr("pruners.spectrum.eigsh", spoiled)
     spec = path_kernel_spectrum(model, (1, 4, 4), k=3)
     assert not spec.converged
     assert math.isnan(spec.log_eigenvalues[1]) and spec.residuals[1] > spec.tol
@@ -291,15 +290,13 @@ def test_solver_word_is_not_taken_a_bad_ritz_vector_is_refused(
         assert abs(math.exp(spec.log_eigenvalues[i] - math.log(exact[i])) - 1) <= REL
 
 
-@pytest.mark.parametrize("basis", [24, 3])  # 3: restarts from the Ritz vector many times
+@pytest.mark.parametrize("basis", [TOP_ONE_BASIS, 3])  # 3: restarts from its Ritz vector often
 @pytest.mark.parametrize("masked", [False, True])
 def test_lambda_max_alone_equals_explicit_path_kernel(
     monkeypatch: pytest.MonkeyPatch, basis: int, masked: bool
 ) -> None:
     """k = 1 takes its own Lanczos (torch, per-step convergence test): the oracle still holds."""
-    import pruners.spectrum as spectrum_module
-
-    monkeypatch.setattr(spectrum_module, "TOP_ONE_BASIS", basis)
+    monkeypatch.setattr("pruners.spectrum.TOP_ONE_BASIS", basis)
     model = mlp((3, 6, 5, 2), seed=7)
     table = mlp_table(model)
     masks = random_masks(model, table.names, 0.7, seed=1) if masked else None
@@ -314,9 +311,7 @@ def test_lambda_max_alone_equals_explicit_path_kernel(
 
 
 def test_lambda_max_alone_out_of_restarts_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pruners.spectrum as spectrum_module
-
-    monkeypatch.setattr(spectrum_module, "TOP_ONE_BASIS", 2)
+    monkeypatch.setattr("pruners.spectrum.TOP_ONE_BASIS", 2)
     spec = path_kernel_spectrum(residual_cnn(seed=0), (1, 4, 4), k=1, maxiter=1, tol=1e-15)
     assert not spec.converged
     assert math.isnan(spec.log_eigenvalues[0]) and math.isnan(spec.metrics()["log_lambda_max"])
