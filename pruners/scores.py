@@ -322,8 +322,7 @@ class SparseConv:
         return cast(torch.Tensor, _SparseConvFunction.apply(x, self.values, self))
 
     def unfold(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.module
-        return F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+        return _unfold(self.module, x)
 
     def fold(self, cols: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         m = self.module
@@ -374,8 +373,7 @@ class _DenseConvFunction(torch.autograd.Function):
             ctx.rows = None
             return F.conv2d(x, weight, None, m.stride, m.padding, m.dilation)
         # rows: one per (example, position), the unfolded input window as columns.
-        cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
-        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        rows = _unfold_rows(m, x)
         ctx.save_for_backward(rows, weight)
         ctx.rows = True
         out = torch.mm(rows, weight.detach().view(weight.shape[0], -1).t())
@@ -399,8 +397,7 @@ class _DenseConvFunction(torch.autograd.Function):
                     grad, x, weight, None, m.stride, m.padding, m.dilation,
                     False, [0, 0], 1, [True, False, False],
                 )[0]  # fmt: skip
-            cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
-            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            rows = _unfold_rows(m, x)
         else:
             rows, grad_x = saved, None
             if ctx.needs_input_grad[0]:
@@ -412,6 +409,17 @@ class _DenseConvFunction(torch.autograd.Function):
             return grad_x, torch.mm(g.t(), rows).view_as(weight), None
         torch.mm(g.t(), rows, out=conv.buffer.view(out_channels, -1))
         return grad_x, conv.buffer, None
+
+
+def _unfold(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The input windows of ``m`` as columns: (batch, in_channels · kernel, positions)."""
+    return F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
+
+
+def _unfold_rows(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The input windows of ``m`` as rows: (batch · positions, in_channels · kernel)."""
+    cols = _unfold(m, x)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
 def _output_size(m: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
